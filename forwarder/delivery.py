@@ -1,0 +1,180 @@
+"""Send batches with retry, split rejected ones, and acknowledge them in order.
+
+Senders run in worker threads and may finish out of order; `Acker` applies a batch's
+file positions only when every earlier batch is finished too, so a checkpoint never
+passes an event that Statsig has not accepted (Vector's OrderedFinalizer).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import orjson
+
+from .checkpoint import Checkpoints
+from .deadletter import DeadLetter
+from .errors import AuthError, RejectedError, RetryableError
+from .model import Batch, Rejection, StatsigEvent
+from .sink import Sink
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+
+class Aborted(Exception):
+    """Delivery was abandoned at shutdown; the batch stays unacknowledged."""
+
+
+class Acker:
+    """Moves checkpoints forward in batch order."""
+
+    def __init__(
+        self,
+        checkpoints: Checkpoints | None,
+        location: Callable[[str], tuple[str, int, int]],
+    ) -> None:
+        self._checkpoints = checkpoints
+        self._location = location
+        self._lock = threading.Lock()
+        self._done: dict[int, Batch] = {}
+        self._next = 0
+        self.acked = 0
+
+    def done(self, batch: Batch) -> None:
+        with self._lock:
+            self._done[batch.seq] = batch
+            while self._next in self._done:
+                finished = self._done.pop(self._next)
+                self._next += 1
+                self.acked += 1
+                if self._checkpoints is not None and finished.positions:
+                    where = {k: self._location(k) for k in finished.positions}
+                    self._checkpoints.advance(finished.positions, where)
+
+
+class Backoff:
+    """Exponential backoff with full jitter, capped; Retry-After wins when given."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.maximum)
+        ceiling = min(self.maximum, self.initial * (2 ** min(attempt, 30)))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class Senders:
+    """A pool of worker threads draining the batch queue into the sink."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        batches: queue.Queue[Batch | None],
+        acker: Acker,
+        deadletter: DeadLetter,
+        stats: Stats,
+        backoff: Backoff,
+        workers: int,
+    ) -> None:
+        self._sink = sink
+        self._batches = batches
+        self._acker = acker
+        self._deadletter = deadletter
+        self._stats = stats
+        self._backoff = backoff
+        self.abort = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"sender-{i}", daemon=True) for i in range(workers)
+        ]
+        self._retrying = 0
+        self._state_lock = threading.Lock()
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def join(self, deadline: float | None) -> bool:
+        """Wait for the workers; True if all finished before the monotonic deadline."""
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def _work(self) -> None:
+        while True:
+            batch = self._batches.get()
+            if batch is None:
+                return
+            try:
+                if batch.events:
+                    self._send(batch.events)
+                    self._stats.add(batches_sent=1)
+            except Aborted:
+                return
+            self._acker.done(batch)
+
+    def _send(self, events: list[StatsigEvent]) -> None:
+        attempt = 0
+        while True:
+            if self.abort.is_set():
+                raise Aborted
+            try:
+                self._sink.send(events, attempt)
+            except RejectedError as e:
+                self._set_state(attempt, None)
+                self._isolate(events, e)
+                return
+            except RetryableError as e:
+                self._set_state(attempt, e)
+                delay = self._backoff.delay(attempt, e.retry_after)
+                level = logging.ERROR if isinstance(e, AuthError) else logging.WARNING
+                if attempt == 0 or attempt % 10 == 0 or isinstance(e, AuthError):
+                    log.log(level, "delivery failed, will retry", extra={
+                        "error": str(e), "events": len(events), "attempt": attempt + 1,
+                        "retry_in_s": round(delay, 2)})
+                self._stats.add(send_retries=1)
+                attempt += 1
+                if self.abort.wait(delay):
+                    raise Aborted from None
+                continue
+            self._set_state(attempt, None)
+            self._stats.add(events_delivered=len(events))
+            return
+
+    def _isolate(self, events: list[StatsigEvent], error: RejectedError) -> None:
+        """Statsig refused this batch: find the refused events by halving, send the rest."""
+        if len(events) == 1:
+            raw = orjson.dumps(events[0])
+            reason = f"rejected by Statsig: {error}"
+            self._deadletter.write(Rejection(None, "statsig", -1, -1, reason, raw, len(raw)))
+            self._stats.add(events_rejected_by_statsig=1, events_dead_lettered=1)
+            log.error("event rejected by Statsig, dead-lettered", extra={"error": str(error)})
+            return
+        mid = len(events) // 2
+        self._send(events[:mid])
+        self._send(events[mid:])
+
+    def _set_state(self, attempt: int, error: RetryableError | None) -> None:
+        """Track how many sends are failing; the sink state is the worst of them."""
+        with self._state_lock:
+            was_failing = attempt > 0
+            if error is None:
+                if was_failing:
+                    self._retrying -= 1
+                    if self._retrying == 0:
+                        log.info("delivery recovered")
+            elif not was_failing:
+                self._retrying += 1
+            if self._retrying == 0:
+                self._stats.sink_state = "ok"
+            elif isinstance(error, AuthError):
+                self._stats.sink_state = "auth_failed"
+            elif self._stats.sink_state != "auth_failed":
+                self._stats.sink_state = "retrying"

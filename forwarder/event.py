@@ -1,0 +1,202 @@
+"""The event model: what one NDJSON line may contain, and its Statsig wire shape.
+
+`Event` is the single definition of a valid line. `to_statsig` maps a decoded JSON
+object to the event Statsig's intake expects. Plain, common lines take a fast path that
+accepts only a strict subset of what `Event` accepts; everything else (ISO times, aliases,
+nulls, unknown keys, any error) goes through `Event`, which decides and explains.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+
+from .model import StatsigEvent
+
+UnknownFields = Literal["metadata", "reject"]
+ANONYMOUS = "anonymous"
+MAX_EVENT_NAME = 128
+
+_USER_STR_FIELDS = ("userID", "email", "ip", "userAgent", "country", "locale", "appVersion")
+_USER_DICT_FIELDS = ("custom", "customIDs", "privateAttributes", "statsigEnvironment")
+_EVENT_FIELDS = frozenset(("event_name", "user_id", "user", "value", "metadata", "time"))
+
+
+class User(BaseModel):
+    """The Statsig user an event is about (`userID` may also be spelled `user_id`)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    userID: StrictStr | None = Field(None, validation_alias=AliasChoices("userID", "user_id"))
+    email: StrictStr | None = None
+    ip: StrictStr | None = None
+    userAgent: StrictStr | None = None
+    country: StrictStr | None = None
+    locale: StrictStr | None = None
+    appVersion: StrictStr | None = None
+    custom: dict[str, Any] | None = None
+    customIDs: dict[str, StrictStr | StrictInt | StrictFloat] | None = None
+    privateAttributes: dict[str, Any] | None = None
+    statsigEnvironment: dict[str, StrictStr] | None = None
+
+
+class Event(BaseModel):
+    """One analytics event as the backend writes it (one JSON object per line)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    event_name: StrictStr = Field(min_length=1, max_length=MAX_EVENT_NAME)
+    user_id: StrictStr | None = None
+    user: User | None = None
+    value: StrictStr | StrictInt | StrictFloat | None = None
+    metadata: dict[str, Any] | None = None
+    time: int | None = Field(None, description="epoch milliseconds, or an ISO-8601 string")
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time_to_epoch_ms(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if isinstance(v, bool):
+            raise ValueError("time must be epoch milliseconds or an ISO-8601 string")
+        if isinstance(v, int | float):
+            if v < 0 or v != v:
+                raise ValueError("time must be a non-negative epoch milliseconds value")
+            return int(v)
+        if isinstance(v, str):
+            try:
+                dt = datetime.fromisoformat(v)
+            except ValueError:
+                raise ValueError(f"time {v!r} is not ISO-8601 nor epoch milliseconds") from None
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+            return int(dt.timestamp() * 1000)
+        raise ValueError("time must be epoch milliseconds or an ISO-8601 string")
+
+
+class InvalidEvent(ValueError):
+    """A JSON object that is not a valid event; the message says why."""
+
+
+def to_statsig(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata") -> StatsigEvent:
+    """Validate one decoded line and return its Statsig wire event (raises InvalidEvent)."""
+    return _fast(obj) or _slow(obj, unknown_fields)
+
+
+def _fast(d: dict[str, Any]) -> StatsigEvent | None:
+    """The common case without pydantic; None means "let the model decide"."""
+    if not _EVENT_FIELDS.issuperset(d):
+        return None
+    name = d.get("event_name")
+    if type(name) is not str or not 0 < len(name) <= MAX_EVENT_NAME:
+        return None
+    ev: StatsigEvent = {"eventName": name}
+    user = d.get("user")
+    user_id = d.get("user_id", ANONYMOUS)
+    if type(user_id) is not str:
+        return None
+    if user is None:
+        if "user" in d:
+            return None
+        ev["user"] = {"userID": user_id}
+    else:
+        if type(user) is not dict or not _plain_user(user):
+            return None
+        if "userID" in user and "privateAttributes" not in user:
+            ev["user"] = user
+        else:
+            u = {k: v for k, v in user.items() if k != "privateAttributes"}
+            u.setdefault("userID", user_id)
+            ev["user"] = u
+    if "value" in d:
+        value = d["value"]
+        if type(value) not in (str, int, float):
+            return None
+        ev["value"] = value
+    if "metadata" in d:
+        metadata = d["metadata"]
+        if type(metadata) is not dict:
+            return None
+        ev["metadata"] = metadata
+    t = d.get("time")
+    if t is None:
+        if "time" in d:
+            return None
+        ev["time"] = int(_time.time() * 1000)
+    elif type(t) is int and t >= 0:
+        ev["time"] = t
+    else:
+        return None
+    return ev
+
+
+def _plain_user(user: dict[str, Any]) -> bool:
+    for k, v in user.items():
+        if k in _USER_STR_FIELDS:
+            if type(v) is not str:
+                return False
+        elif k in _USER_DICT_FIELDS:
+            if type(v) is not dict:
+                return False
+            if k == "customIDs" and not all(type(x) in (str, int, float) for x in v.values()):
+                return False
+            if k == "statsigEnvironment" and not all(type(x) is str for x in v.values()):
+                return False
+        else:
+            return False
+    return True
+
+
+def _slow(obj: dict[str, Any], unknown_fields: UnknownFields) -> StatsigEvent:
+    try:
+        event = Event.model_validate(obj)
+    except ValidationError as e:
+        raise InvalidEvent(describe(e)) from None
+    extra = event.model_extra or {}
+    if extra and unknown_fields == "reject":
+        raise InvalidEvent("unknown field(s): " + ", ".join(sorted(extra)))
+    user: dict[str, Any] = {}
+    if event.user is not None:
+        user = {
+            k: v
+            for k, v in event.user
+            if v is not None and k != "privateAttributes"
+        }
+    user.setdefault("userID", event.user_id if event.user_id is not None else ANONYMOUS)
+    ev: StatsigEvent = {"eventName": event.event_name, "user": user}
+    if event.value is not None:
+        ev["value"] = event.value
+    metadata = {**extra, **(event.metadata or {})}
+    if metadata or event.metadata is not None:
+        ev["metadata"] = metadata
+    ev["time"] = event.time if event.time is not None else int(_time.time() * 1000)
+    return ev
+
+
+def describe(e: ValidationError) -> str:
+    """One line naming each failing field: `event_name: Field required; value: ...`."""
+    parts: dict[str, str] = {}
+    for err in e.errors(include_url=False):
+        loc = [str(x) for x in err["loc"]]
+        msg = err["msg"]
+        if loc and loc[-1] in _UNION_TAGS:  # one message per field, not one per union member
+            loc.pop()
+            msg = "Input should be a string or a number"
+        parts.setdefault(".".join(loc) or "event", msg)
+    return "; ".join(f"{k}: {v}" for k, v in parts.items())
+
+
+_UNION_TAGS = frozenset(("str", "int", "float"))

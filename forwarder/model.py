@@ -1,0 +1,57 @@
+"""Plain data types shared by the pipeline stages."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+StatsigEvent = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Complete lines read from one source.
+
+    `data` holds whole lines, each ending in b"\\n" (the last may lack it only when
+    `final` is set: a partial last line released at end of input). `start` is the byte
+    offset of data[0] in the source; `key` identifies the source for checkpoints (None
+    for stdin, which has no checkpoint).
+    """
+
+    key: str | None
+    path: str
+    start: int
+    data: bytes
+    final: bool = False
+
+
+@dataclass(slots=True)
+class Rejection:
+    """A line that cannot be forwarded, bound for the dead-letter file.
+
+    `raw` may be only a prefix of the line (`size` is the whole line's length); `end` is
+    the offset just past it, which becomes deliverable once the rejection is recorded.
+    """
+
+    key: str | None
+    path: str
+    offset: int
+    end: int
+    reason: str
+    raw: bytes
+    size: int
+
+
+Item = Chunk | Rejection
+
+
+@dataclass(slots=True)
+class Batch:
+    """Events to send together, with the source positions they complete."""
+
+    seq: int
+    events: list[StatsigEvent] = field(default_factory=list)
+    nbytes: int = 0
+    positions: dict[str, int] = field(default_factory=dict)
+    opened: float = field(default_factory=time.monotonic)

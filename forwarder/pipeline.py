@@ -1,0 +1,151 @@
+"""The reader loop: source -> decode/validate -> batch -> queue for the senders."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from .batcher import Batcher
+from .codec import LineError, decode_line
+from .deadletter import DeadLetter
+from .event import UnknownFields
+from .model import Batch, Chunk, Item, Rejection
+from .source import Source
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+READ_BUDGET = 1024 * 1024  # bytes per file per poll: one busy file cannot starve the rest
+
+
+class Reader:
+    """Runs in its own thread until stopped or the source is exhausted.
+
+    Blocks on the bounded batch queue when the senders fall behind (backpressure), so
+    memory is bounded by the queue depth times the batch size, whatever the file size.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        batcher: Batcher,
+        batches: queue.Queue[Batch | None],
+        deadletter: DeadLetter,
+        stats: Stats,
+        wake: threading.Event,
+        poll_interval: float,
+        max_line_bytes: int,
+        unknown_fields: UnknownFields,
+        senders: int,
+    ) -> None:
+        self.source = source
+        self.batcher = batcher
+        self.batches = batches
+        self.deadletter = deadletter
+        self.stats = stats
+        self.wake = wake
+        self.poll_interval = poll_interval
+        self.max_line_bytes = max_line_bytes
+        self.unknown_fields = unknown_fields
+        self.senders = senders
+        self.stop = threading.Event()  # stop reading, ship what was read
+        self.abort = threading.Event()  # give up even on shipping
+
+    def run(self) -> None:
+        try:
+            self._loop()
+            self._ship(self.batcher.take())
+        finally:
+            for _ in range(self.senders):
+                self._put(None, force=True)
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            self.wake.clear()
+            items = self.source.poll(READ_BUDGET)
+            for item in items:
+                if isinstance(item, Chunk):
+                    self._chunk(item)
+                else:
+                    self._reject(item)
+                if self.abort.is_set():
+                    return
+            due = self.batcher.seconds_until_due()
+            if due is not None and due <= 0:
+                self._ship(self.batcher.take())
+            if not items:
+                if self.source.exhausted:
+                    return
+                timeout = self.poll_interval if due is None else min(self.poll_interval, max(due, 0.0))
+                self.wake.wait(timeout)
+
+    def _chunk(self, chunk: Chunk) -> None:
+        lines = chunk.data.split(b"\n")
+        if not chunk.final:
+            lines.pop()  # the empty piece after the last newline
+        key = chunk.key
+        offset = chunk.start
+        add = self.batcher.add
+        max_len = self.max_line_bytes
+        unknown = self.unknown_fields
+        n_events = 0
+        for line in lines:
+            start = offset
+            offset += len(line) + 1
+            if len(line) > max_len:
+                self._reject(Rejection(key, chunk.path, start, offset, f"line too long: {len(line)} bytes > "
+                                       f"max_line_bytes {max_len}", line[:4096], len(line)))
+                continue
+            if not line.strip():
+                continue
+            try:
+                event = decode_line(line, unknown)
+            except LineError as e:
+                self._reject(Rejection(key, chunk.path, start, offset, str(e), line, len(line)))
+                continue
+            n_events += 1
+            if add(event, len(line)):
+                if key is not None:
+                    self.batcher.mark(key, offset)
+                self._ship(self.batcher.take())
+        if chunk.final:
+            offset -= 1  # no newline after the last line
+        if key is not None:
+            self.batcher.mark(key, offset)
+        self.stats.add(lines_read=len(lines), events_read=n_events)
+
+    def _reject(self, rejection: Rejection) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self.deadletter.write(rejection)
+                break
+            except OSError as e:  # disk full: hold the position until it can be recorded
+                log.error("cannot write dead-letter file, retrying",
+                          extra={"path": str(self.deadletter.path), "error": str(e)})
+                if self.abort.wait(delay):
+                    return
+                delay = min(delay * 2, 30.0)
+        self.stats.add(events_dead_lettered=1)
+        if rejection.key is not None:
+            self.batcher.mark(rejection.key, rejection.end)
+
+    def _ship(self, batch: Batch | None) -> None:
+        if batch is not None:
+            self._put(batch)
+
+    def _put(self, batch: Batch | None, force: bool = False) -> None:
+        while True:
+            try:
+                self.batches.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                if self.abort.is_set() and not force:
+                    return
+                if self.abort.is_set():
+                    try:  # senders are gone; make room for the stop sentinel
+                        self.batches.get_nowait()
+                    except queue.Empty:
+                        pass

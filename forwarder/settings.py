@@ -1,0 +1,153 @@
+"""All options in one table: type, default, description. Sources, highest first:
+command-line flags > environment (FORWARDER_*, STATSIG_SERVER_SECRET_KEY) > TOML file
+(--config) > defaults. Unknown keys and bad values fail before anything starts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import ConfigError
+
+ENV_PREFIX = "FORWARDER_"
+DEFAULT_API = "https://events.statsigapi.net/v1"
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= exports $STATE_DIRECTORY (possibly several, colon-separated).
+    state = os.environ.get("STATE_DIRECTORY")
+    return Path(state.split(":")[0]) if state else Path(".statsig-forwarder")
+
+
+class Settings(BaseSettings):
+    """Every option of statsig-forwarder (see config/forwarder.example.toml)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        env_nested_delimiter="__",
+        populate_by_name=True,
+    )
+
+    paths: list[str] = Field(default_factory=list, description="Files or globs to tail; '-' is stdin.")
+    state_dir: Path = Field(default_factory=_default_state_dir,
+                            description="Checkpoints, lock and dead-letter file ($STATE_DIRECTORY under systemd).")
+    statsig_api: str = Field(DEFAULT_API, description="Statsig API base; events go to {statsig_api}/log_event.")
+    statsig_server_secret_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("statsig_server_secret_key", "STATSIG_SERVER_SECRET_KEY"),
+        description="Server secret key (env STATSIG_SERVER_SECRET_KEY). Without it: dry run.",
+    )
+    specs_url: str | None = Field(None, description="Config-specs URL for the start-up check "
+                                  "(default: {statsig_api}/download_config_specs, or the SDK's CDN for the default API).")
+    check_timeout: float = Field(5.0, gt=0, description="Seconds the start-up check may take.")
+    batch_size: int = Field(500, ge=1, le=10000, description="Events per request at most.")
+    batch_bytes: int = Field(1_000_000, ge=1024, description="Raw line bytes per request at most.")
+    flush_interval: float = Field(1.0, gt=0, description="Seconds after its first event a batch is sent anyway.")
+    max_in_flight: int = Field(2, ge=1, le=64, description="Requests to Statsig in flight at once.")
+    request_timeout: float = Field(30.0, gt=0, description="Seconds to wait for Statsig's answer.")
+    retry_initial: float = Field(0.5, gt=0, description="First retry delay in seconds (doubles, with jitter).")
+    retry_max: float = Field(30.0, gt=0, description="Longest retry delay in seconds.")
+    gzip_level: int = Field(1, ge=1, le=9, description="gzip level of request bodies.")
+    checkpoint_interval: float = Field(1.0, gt=0, description="Seconds between checkpoint writes.")
+    shutdown_timeout: float = Field(10.0, ge=0, description="Seconds to deliver what was read after SIGTERM.")
+    start_at: Literal["beginning", "end"] = Field("beginning", description="Where a file without checkpoint starts.")
+    max_line_bytes: int = Field(1024 * 1024, ge=64, description="Longer lines are dead-lettered.")
+    unknown_fields: Literal["metadata", "reject"] = Field(
+        "metadata", description="Unknown top-level keys of an event: moved into metadata, or reject the line.")
+    dead_letter_path: Path | None = Field(None, description="Dead-letter NDJSON file "
+                                          "(default: <state_dir>/dead-letter.ndjson).")
+    rotate_wait: float = Field(5.0, ge=0, description="Seconds a rotated/deleted file is kept open after its "
+                               "last growth, once read to its end.")
+    glob_interval: float = Field(5.0, gt=0, description="Seconds between re-scans of paths and globs.")
+    poll: bool = Field(False, description="Use polling instead of native (inotify) file events.")
+    poll_interval: float = Field(0.25, gt=0, description="Seconds between polls of open files.")
+    dry_run: bool = Field(False, description="Print events to stdout instead of sending them.")
+    commit: bool = Field(False, description="With --dry-run: advance checkpoints anyway.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["auto", "text", "json"] = Field(
+        "auto", description="Log format; auto is text on a terminal, JSON otherwise.")
+
+    @model_validator(mode="after")
+    def _derived(self) -> Settings:
+        if self.dead_letter_path is None:
+            self.dead_letter_path = self.state_dir / "dead-letter.ndjson"
+        if not self.statsig_api.startswith(("http://", "https://")):
+            raise ValueError(f"statsig_api must be an http(s) URL, got {self.statsig_api!r}")
+        self.statsig_api = self.statsig_api.rstrip("/")
+        return self
+
+    @property
+    def secret_key(self) -> str | None:
+        key = self.statsig_server_secret_key
+        return key.get_secret_value() if key is not None and key.get_secret_value() else None
+
+    @property
+    def check_specs_url(self) -> str | None:
+        if self.specs_url:
+            return self.specs_url
+        return None if self.statsig_api == DEFAULT_API else f"{self.statsig_api}/download_config_specs"
+
+    _toml_file: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from all sources; raises ConfigError with one line per problem."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+    _check_env_names()
+    Settings._toml_file = config_file
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        raise ConfigError(describe_config_error(e, config_file)) from None
+    except (OSError, ValueError) as e:  # unreadable or malformed TOML
+        raise ConfigError(f"cannot read config file {config_file}: {e}") from None
+    finally:
+        Settings._toml_file = None
+
+
+def describe_config_error(e: ValidationError, config_file: Path | None) -> str:
+    problems = []
+    for err in e.errors(include_url=False):
+        key = ".".join(str(x) for x in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            where = f" in {config_file}" if config_file else ""
+            problems.append(f"unknown option {key!r}{where}")
+        else:
+            problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})"
+                            if "secret" not in key else f"{key}: {err['msg']}")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def _check_env_names() -> None:
+    known = {name.upper() for name in Settings.model_fields}
+    for name in os.environ:
+        if name.startswith(ENV_PREFIX):
+            field = name[len(ENV_PREFIX):].split("__")[0].upper()
+            if field not in known:
+                raise ConfigError(f"invalid configuration: unknown environment variable {name}")

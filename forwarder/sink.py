@@ -1,0 +1,133 @@
+"""Statsig's event intake over HTTP, and a stdout sink for dry runs.
+
+The request is what statsig-python-core sends (see ../shared/statsig-wire.md): gzip'd
+JSON `{"events": [...], "statsigMetadata": {...}}` to `{statsig_api}/log_event` with the
+`statsig-*` headers. A send either returns (Statsig accepted the batch) or raises a
+DeliveryError whose class says what to do next.
+"""
+
+from __future__ import annotations
+
+import gzip
+import sys
+import threading
+import time
+import uuid
+from typing import BinaryIO, Protocol
+
+import orjson
+import urllib3
+
+from . import __version__
+from .errors import AuthError, RejectedError, RetryableError
+from .model import StatsigEvent
+
+SDK_TYPE = "statsig-forwarder"
+_REJECT_STATUSES = frozenset((400, 413, 422))
+_CONFIG_STATUSES = frozenset((401, 403, 404))
+
+
+class Sink(Protocol):
+    """Where batches go; `send` returns only once they were accepted."""
+
+    def send(self, events: list[StatsigEvent], retry_count: int = 0) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StatsigSink:
+    """Posts batches to Statsig's log_event endpoint with its own keep-alive pool."""
+
+    def __init__(
+        self,
+        api: str,
+        secret_key: str,
+        timeout: float = 30.0,
+        connections: int = 2,
+        gzip_level: int = 1,
+    ) -> None:
+        self.url = api.rstrip("/") + "/log_event"
+        self._key = secret_key
+        self._gzip_level = gzip_level
+        self._metadata = {"sdkType": SDK_TYPE, "sdkVersion": __version__, "sessionID": str(uuid.uuid4())}
+        # urllib3 sets TCP_NODELAY on its connections by default: no Nagle stalls.
+        self._pool = urllib3.PoolManager(
+            num_pools=2,
+            maxsize=connections,
+            retries=False,
+            timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
+        )
+
+    def encode(self, events: list[StatsigEvent]) -> bytes:
+        body = orjson.dumps({"events": events, "statsigMetadata": self._metadata})
+        return gzip.compress(body, compresslevel=self._gzip_level, mtime=0)
+
+    def send(self, events: list[StatsigEvent], retry_count: int = 0) -> None:
+        headers = {
+            "statsig-api-key": self._key,
+            "statsig-client-time": str(int(time.time() * 1000)),
+            "content-type": "application/json",
+            "content-encoding": "gzip",
+            "statsig-sdk-type": SDK_TYPE,
+            "statsig-sdk-version": __version__,
+            "statsig-event-count": str(len(events)),
+            "statsig-retry-count": str(retry_count),
+            "statsig-server-session-id": self._metadata["sessionID"],
+        }
+        try:
+            response = self._pool.request("POST", self.url, body=self.encode(events), headers=headers)
+        except urllib3.exceptions.HTTPError as e:
+            raise RetryableError(f"request failed: {type(e).__name__}: {_short(str(e))}") from None
+        classify(response.status, response.data, response.headers.get("retry-after"))
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+def classify(status: int, body: bytes, retry_after: str | None = None) -> None:
+    """Raise the DeliveryError matching a Statsig answer; return on acceptance."""
+    text = _short(body.decode("utf-8", "replace"))
+    if 200 <= status < 300:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise RetryableError(f"HTTP {status} with a non-JSON body: {text!r}", status) from None
+        if isinstance(doc, dict) and doc.get("success") is False:
+            raise RetryableError(f"HTTP {status} with success=false: {text}", status)
+        return
+    if status in _REJECT_STATUSES:
+        raise RejectedError(f"HTTP {status}: {text}", status)
+    if status in _CONFIG_STATUSES:
+        raise AuthError(f"HTTP {status}: {text} (check the secret key and statsig_api)", status)
+    raise RetryableError(f"HTTP {status}: {text}", status, _parse_retry_after(retry_after))
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class StdoutSink:
+    """Dry run: prints each event as one NDJSON line (the exact Statsig event)."""
+
+    def __init__(self, stream: BinaryIO | None = None) -> None:
+        self._stream = stream or sys.stdout.buffer
+        self._lock = threading.Lock()
+
+    def send(self, events: list[StatsigEvent], retry_count: int = 0) -> None:
+        data = b"".join(orjson.dumps(e) + b"\n" for e in events)
+        with self._lock:
+            self._stream.write(data)
+            self._stream.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stream.flush()
