@@ -111,7 +111,7 @@ class Forwarder:
         else:
             tailer = FileTailer(
                 s.paths, checkpoints,
-                TailOptions(s.start_at, s.max_line_bytes, s.rotate_wait, s.glob_interval), dir_change,
+                TailOptions(s.start_at, s.max_line_bytes, s.rotate_wait, s.glob_interval, s.once), dir_change,
             )
             observer = start_observer(tailer.watched_dirs(), self.wake, dir_change, s.poll, s.poll_interval)
             source = tailer

@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     glob_interval: float = Field(5.0, gt=0, description="Seconds between re-scans of paths and globs.")
     poll: bool = Field(False, description="Use polling instead of native (inotify) file events.")
     poll_interval: float = Field(0.25, gt=0, description="Seconds between polls of open files.")
+    once: bool = Field(False, description="Read every file to its end, deliver, and exit (no following).")
     dry_run: bool = Field(False, description="Print events to stdout instead of sending them.")
     commit: bool = Field(False, description="With --dry-run: advance checkpoints anyway.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -61,6 +62,8 @@ class FakeStatsig:
     port: int = 0
     keep_events: bool = True
     expected_key: str | None = None
+    latency: float = 0.0  # seconds added before every log_event answer (a slow sink)
+    reject_if: Callable[[dict[str, Any]], bool] | None = None  # 400 for batches holding such an event
     requests: list[Request] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     event_count: int = 0
@@ -249,6 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
             owner._record(Request(path, headers, [], 401))
             self._reply(401, b'{"error":"invalid key"}')
             return
+        if owner.latency:
+            time.sleep(owner.latency)
         fault = owner._take_fault()
         if fault is not None:
             if fault.kind == "close":
@@ -277,6 +282,10 @@ class _Handler(BaseHTTPRequestHandler):
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             owner._record(Request(path, headers, [], 400))
             self._reply(400, orjson.dumps({"error": f"bad payload: {e}"}))
+            return
+        if owner.reject_if is not None and any(owner.reject_if(e) for e in events):
+            owner._record(Request(path, headers, [], 400))
+            self._reply(400, b'{"error":"invalid event in batch"}')
             return
         owner._record(Request(path, headers, events, 202))
         self._reply(202, b'{"success":true}')

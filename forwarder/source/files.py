@@ -37,6 +37,7 @@ class TailOptions:
     max_line_bytes: int = 1024 * 1024
     rotate_wait: float = 5.0
     scan_interval: float = 1.0
+    once: bool = False  # read every file to its end, then report exhausted
 
 
 class FileWatcher:
@@ -120,11 +121,14 @@ class FileTailer:
         self._read_upto: dict[str, int] = {}  # keys whose watcher was released: bytes read
         self._locations: dict[str, tuple[str, int, int]] = {}
         self._next_scan = 0.0
+        self._idle = False
         self._warned_missing: set[str] = set()
 
     @property
     def exhausted(self) -> bool:
-        return False
+        """With `once`: every file has been read to its end."""
+        return self.options.once and self._idle
+
 
     def location(self, key: str) -> tuple[str, int, int]:
         return self._locations.get(key, ("", 0, 0))
@@ -158,6 +162,10 @@ class FileTailer:
             if not w.read(budget, out):
                 self._reidentify(w)
         self._release_drained(now)
+        if self.options.once and not out and all(w.at_eof for w in self._by_key.values()):
+            for w in self._by_key.values():
+                w.lines.finish(out)  # no more writes expected: release partial last lines
+            self._idle = not out
         return out
 
     def close(self) -> None:
