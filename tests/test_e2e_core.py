@@ -13,7 +13,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from conftest import SECRET, Cli, append, cli_env, event_line, fast_args, read_checkpoints, seqs, wait_until
 
 
