@@ -86,6 +86,9 @@ class Forwarder:
 
     def run(self) -> RunResult:
         s = self.settings
+        # The reader is CPU-bound; with the default 5 ms switch interval a sender coming back
+        # from a socket wait queues for the GIL several times per request.
+        sys.setswitchinterval(0.0005)
         s.state_dir.mkdir(parents=True, exist_ok=True)
         lock = StateDirLock(s.state_dir)
         lock.acquire()

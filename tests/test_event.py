@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forwarder.codec import LineError, decode_line
-from forwarder.event import InvalidEvent, _fast, _slow, to_statsig
+from forwarder.event import InvalidEvent, _slow, fast_path, to_statsig
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(), c, max_size=3),
@@ -38,8 +38,8 @@ def _outcome(fn: Any, obj: dict[str, Any]) -> Any:
 
 @settings(max_examples=500, deadline=None)
 @given(events)
-def test_fast_path_accepts_only_what_the_model_accepts_identically(obj: dict[str, Any]) -> None:
-    fast = _outcome(_fast, obj)
+def testfast_path_path_accepts_only_what_the_model_accepts_identically(obj: dict[str, Any]) -> None:
+    fast = _outcome(fast_path, obj)
     if fast is None:
         return
     assert fast == _outcome(lambda o: _slow(o, "metadata"), obj)
