@@ -31,7 +31,13 @@ class Aborted(Exception):
 
 
 class Acker:
-    """Moves checkpoints forward in batch order."""
+    """Moves checkpoints forward in batch order.
+
+    Senders also ask it for their turn (`wait_turn`): a batch may be sent only while it is
+    within `window` batches of the oldest unfinished one. One stuck request therefore holds
+    back the others after at most the window, instead of letting them deliver (and keep in
+    memory) ever more batches the checkpoint cannot pass, all of which a crash re-sends.
+    """
 
     def __init__(
         self,
@@ -41,6 +47,7 @@ class Acker:
         self._checkpoints = checkpoints
         self._location = location
         self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)
         self._done: dict[int, Batch] = {}
         self._next = 0
         self.acked = 0
@@ -55,6 +62,16 @@ class Acker:
                 if self._checkpoints is not None and finished.positions:
                     where = {k: self._location(k) for k in finished.positions}
                     self._checkpoints.advance(finished.positions, where)
+            self._turn.notify_all()
+
+    def wait_turn(self, seq: int, window: int, abort: threading.Event) -> bool:
+        """Block until batch `seq` is within `window` of the oldest unfinished; False on abort."""
+        with self._turn:
+            while seq >= self._next + window:
+                if abort.is_set():
+                    return False
+                self._turn.wait(0.2)
+        return True
 
 
 class Backoff:
@@ -111,6 +128,8 @@ class Senders:
         while True:
             batch = self._batches.get()
             if batch is None:
+                return
+            if not self._acker.wait_turn(batch.seq, len(self._threads), self.abort):
                 return
             try:
                 if batch.events:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
+import random
 import socket
 import threading
 import time
@@ -45,6 +46,7 @@ class Request:
     headers: dict[str, str]
     events: list[dict[str, Any]]
     status: int
+    at: float = field(default_factory=time.time)  # wall-clock time it was recorded
 
 
 @dataclass
@@ -64,6 +66,7 @@ class FakeStatsig:
     keep_events: bool = True
     expected_key: str | None = None
     latency: float = 0.0  # seconds added before every log_event answer (a slow sink)
+    jitter: float = 0.0  # plus up to this many random seconds (answers finish out of order)
     reject_if: Callable[[dict[str, Any]], bool] | None = None  # 400 for batches holding such an event
     requests: list[Request] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -255,8 +258,8 @@ class _Handler(BaseHTTPRequestHandler):
             owner._record(Request(path, headers, [], 401))
             self._reply(401, b'{"error":"invalid key"}')
             return
-        if owner.latency:
-            time.sleep(owner.latency)
+        if owner.latency or owner.jitter:
+            time.sleep(owner.latency + random.uniform(0, owner.jitter))
         fault = owner._take_fault()
         if fault is not None:
             if fault.kind == "close":
