@@ -49,6 +49,7 @@ class Checkpoints:
         self.path = state_dir / namespace
         self._tmp = self.path.with_name(self.path.name + ".tmp")
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one writer of the temp file at a time
         self._files: dict[str, FileState] = {}
         self._dirty = False
         self.load_problem: str | None = None
@@ -101,19 +102,26 @@ class Checkpoints:
 
     # -- durability --------------------------------------------------------------------
     def flush(self) -> bool:
-        """Write the view if it changed; returns True when a write happened."""
-        with self._lock:
-            if not self._dirty:
-                return False
-            doc = {"version": FORMAT_VERSION, "files": {k: asdict(v) for k, v in self._files.items()}}
-            self._dirty = False
-        try:
-            _atomic_write(self.path, self._tmp, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-        except BaseException:
+        """Write the view if it changed; returns True when a write happened.
+
+        Serialized: two concurrent flushes (the periodic writer and the final one at exit)
+        would truncate and rename the same temp file under each other, and a flush that
+        found nothing dirty could return while the write holding the latest view was still
+        unfinished.
+        """
+        with self._write_lock:
             with self._lock:
-                self._dirty = True
-            raise
-        return True
+                if not self._dirty:
+                    return False
+                doc = {"version": FORMAT_VERSION, "files": {k: asdict(v) for k, v in self._files.items()}}
+                self._dirty = False
+            try:
+                _atomic_write(self.path, self._tmp, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+            except BaseException:
+                with self._lock:
+                    self._dirty = True
+                raise
+            return True
 
     def _load(self) -> None:
         problems = []
@@ -130,6 +138,12 @@ class Checkpoints:
                 continue
             if candidate == self._tmp:
                 self._dirty = True  # promote it on the next flush
+            elif problems:
+                # Only the temp file was bad: a write cut short (crash, full disk). The
+                # checkpoint file itself is intact, so this is no reason to re-read anything.
+                log.warning("incomplete checkpoint temp file moved aside; using the checkpoint file",
+                            extra={"problem": problems[0]})
+                problems = []
             break
         if problems:
             self.load_problem = "; ".join(problems)
@@ -175,6 +189,10 @@ def _atomic_write(path: Path, tmp: Path, data: bytes) -> None:
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a torn temp file is no checkpoint; the previous file stays intact
+        raise
     finally:
         os.close(fd)
     os.replace(tmp, path)
