@@ -246,7 +246,10 @@ class FileTailer:
             state = self.checkpoints.get(key)
             offset = state.offset if state is not None else None
         if offset is None:
-            offset = size if self.options.start_at == "end" and not w.fresh else 0
+            # start_at=end skips only what was never tracked: after an unreadable checkpoint
+            # file, every file starts over from 0 (duplicates, never loss).
+            skip = self.options.start_at == "end" and not w.fresh and self.checkpoints.load_problem is None
+            offset = size if skip else 0
             log.info("new file", extra={"path": w.path, "offset": offset})
         elif offset > size:
             log.warning(
