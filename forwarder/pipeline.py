@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 
 from .batcher import Batcher
 from .codec import LineError, decode_line
 from .deadletter import DeadLetter
 from .event import UnknownFields
-from .model import Batch, Chunk, Item, Rejection
+from .model import Batch, Chunk, Rejection
 from .source import Source
 from .stats import Stats
 
@@ -94,6 +93,8 @@ class Reader:
         for line in lines:
             start = offset
             offset += len(line) + 1
+            if line[:1] == b"\0":  # hole left by a writer that kept its offset (copytruncate)
+                line = line.lstrip(b"\0")
             if len(line) > max_len:
                 self._reject(Rejection(key, chunk.path, start, offset, f"line too long: {len(line)} bytes > "
                                        f"max_line_bytes {max_len}", line[:4096], len(line)))
