@@ -88,6 +88,7 @@ class FileWatcher:
         self.evented = False  # the observer reports changes to it
         self.at_eof = False
         self.short_tried = False
+        self.skip_to = 0  # without checkpoint, start here (ignore_older)
         self.opened = time.monotonic()
         self.last_growth = self.opened
 
@@ -175,6 +176,7 @@ class FileTailer:
         self._cursor = 0
         self._idle = False
         self._warned: set[str] = set()
+        self._ignored: dict[str, tuple[int, int, int]] = {}  # path -> dev, ino, size when too old
 
     @property
     def exhausted(self) -> bool:
@@ -328,9 +330,9 @@ class FileTailer:
             return  # otherwise: the same file through another path (symlink, hard link)
         too_old = self.options.ignore_older > 0 and time.time() - st.st_mtime > self.options.ignore_older
         if too_old:
-            if path not in self._warned:
-                self._warned.add(path)
+            if path not in self._ignored:
                 log.info("file older than ignore_older; not followed until it changes", extra={"path": path})
+            self._ignored[path] = (st.st_dev, st.st_ino, st.st_size)
             return
         if self._open_count() >= self.options.max_open_files and not self._park_one():
             if "max_open_files" not in self._warned:
@@ -345,6 +347,9 @@ class FileTailer:
             return
         w = FileWatcher(path, fd, os.fstat(fd), self.options.max_line_bytes)
         w.initial = not self._started
+        ignored = self._ignored.pop(path, None)
+        if ignored is not None and ignored[:2] == (w.dev, w.ino):
+            w.skip_to = ignored[2]  # what it held while too old stays skipped (without checkpoint)
         w.evented = self._is_evented(w.real)
         self._by_path[path] = w
         self._by_inode[(w.dev, w.ino)] = w
@@ -417,6 +422,8 @@ class FileTailer:
                 offset = state.offset if state is not None else None
         if offset is None:
             offset = size if self.options.start_at == "end" and w.initial and not w.fresh else 0
+            if not w.fresh and w.skip_to <= size:
+                offset = max(offset, w.skip_to)
             log.info("new file", extra={"path": w.path, "offset": offset})
         elif offset > size:
             log.warning(
