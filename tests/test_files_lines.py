@@ -6,7 +6,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from conftest import event_line, read_checkpoints, seqs, wait_until
 from tailkit import assert_exactly_once, assert_no_loss, run, wait_seqs, write
 

@@ -51,7 +51,7 @@ def test_partial_line_across_restart_is_delivered_once_whole(spawn, fake, tmp_pa
 def test_rename_rotation_old_file_written_after_rename_is_drained(spawn, fake, tmp_path):
     logs = _logs(tmp_path)
     f = logs / "events.ndjson"
-    writer = open(f, "ab", buffering=0)
+    writer = open(f, "ab", buffering=0)  # noqa: SIM115 - held open across the rename
     writer.write(b"".join(event_line(i) for i in range(20)))
     cli = run(spawn, fake, tmp_path / "state", str(f))
     wait_seqs(fake, range(20))

@@ -8,9 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import event_line
 from watchdog.observers.polling import PollingObserver
 
-from conftest import event_line
 from forwarder.checkpoint import Checkpoints
 from forwarder.fingerprint import fingerprint_fd, matches
 from forwarder.model import Chunk

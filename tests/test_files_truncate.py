@@ -50,7 +50,7 @@ def test_copytruncate_while_stopped(spawn, fake, tmp_path):
 def test_copytruncate_with_stale_writer_leaving_a_hole(spawn, fake, tmp_path):
     logs = _logs(tmp_path)
     f = logs / "events.ndjson"
-    writer = open(f, "wb", buffering=0)  # no O_APPEND: keeps its offset across the truncation
+    writer = open(f, "wb", buffering=0)  # no O_APPEND: keeps its offset across the truncation  # noqa: SIM115
     writer.write(lines(range(100)))
     state = tmp_path / "state"
     cli = run(spawn, fake, state, str(logs / "events.ndjson*"))
