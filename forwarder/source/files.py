@@ -86,6 +86,7 @@ class FileWatcher:
         self.fresh = False  # appeared while running (truncated/rewritten): always from byte 0
         self.initial = False  # found by the first scan: start_at applies
         self.evented = False  # the observer reports changes to it
+        self.changed = False  # the observer reported a change not read yet
         self.at_eof = False
         self.short_tried = False
         self.skip_to = 0  # without checkpoint, start here (ignore_older)
@@ -227,10 +228,18 @@ class FileTailer:
             sweep = True
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
+        if dirty:  # remembered per watcher: a file the budget does not reach now is read next time
+            for w in self._by_inode.values():
+                if w.real in dirty:
+                    w.changed = True
+            for w in self._unidentified:
+                if w.real in dirty:
+                    w.changed = True
         out: list[Item] = []
         for w in list(self._unidentified):
             waited = now - w.opened >= opts.fingerprint_wait or opts.once
-            if self._due(w, sweep, dirty) or (waited and not w.short_tried):
+            if self._due(w, sweep) or (waited and not w.short_tried):
+                w.changed = False
                 self._try_identify(w, waited)
         watchers = list(self._by_key.values())
         n = len(watchers)
@@ -242,9 +251,10 @@ class FileTailer:
             if remaining <= 0:
                 self._cursor = start + i  # the next poll starts with the first file skipped
                 break
-            if w.fd is None and not ((sweep or w.real in dirty) and self._unpark(w)):
+            if w.fd is None and not ((sweep or w.changed) and self._unpark(w)):
                 continue
-            if self._due(w, sweep, dirty):
+            if self._due(w, sweep):
+                w.changed = False
                 before = len(out)
                 pos = w.pos
                 if not w.read(min(remaining, READ_SIZE), out, opts.fingerprint_bytes):
@@ -264,10 +274,9 @@ class FileTailer:
             self._idle = not out
         return out
 
-    def _due(self, w: FileWatcher, sweep: bool, dirty: set[str]) -> bool:
+    def _due(self, w: FileWatcher, sweep: bool) -> bool:
         """Does `w` need a read (or identity check) now?"""
-        return (sweep or not self._native or not w.evented or not w.at_eof or w.draining
-                or w.real in dirty)
+        return sweep or not self._native or not w.evented or not w.at_eof or w.draining or w.changed
 
     def close(self) -> None:
         for w in {id(w): w for w in [*self._by_inode.values(), *self._by_key.values(),
