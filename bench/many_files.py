@@ -31,7 +31,8 @@ def line(file_no: int, seq: int) -> bytes:
     return orjson.dumps({
         "event_name": "page_view", "user": {"userID": f"user-{seq % 5000}", "email": f"u{seq}@example.com",
                                             "custom": {"plan": "pro"}},
-        "value": seq, "metadata": {"file": file_no, "seq": seq, "path": "/pricing"}, "time": 1760000000000 + seq,
+        "value": seq, "metadata": {"file": file_no, "seq": seq, "path": "/pricing"},
+        "time": 1760000000000 + seq,
     }) + b"\n"
 
 
@@ -104,11 +105,12 @@ def main() -> None:
         proc.wait(30)
         fake.stop()
 
-    print(f"files: {args.files}, events: {total} ({args.events_per_file}/file, {args.writers} writer threads), "
-          f"mode: {'poll' if args.poll else 'native'}")
+    print(f"files: {args.files}, events: {total} ({args.events_per_file}/file, "
+          f"{args.writers} writer threads), mode: {'poll' if args.poll else 'native'}")
     print(f"all delivered: {ok} (fake received {fake.event_count})")
     print(f"writes finished after {written:.2f} s; last event accepted after {elapsed:.2f} s")
-    print(f"throughput: {fake.event_count / elapsed:,.0f} events/s; forwarder CPU while busy: {busy_cpu:.2f} s")
+    print(f"throughput: {fake.event_count / elapsed:,.0f} events/s; "
+          f"forwarder CPU while busy: {busy_cpu:.2f} s")
     print(f"idle {args.idle:.0f} s with {args.files} quiet files: {idle_cpu:.2f} CPU s "
           f"= {100 * idle_cpu / args.idle:.2f}% of one core")
     print(f"peak RSS: {rss:.1f} MB")
