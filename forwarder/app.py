@@ -118,11 +118,10 @@ class Forwarder:
         if stdin_mode:
             source = StreamSource(sys.stdin.buffer, s.max_line_bytes, self.wake)
         else:
-            tailer = FileTailer(
-                s.paths, checkpoints,
-                TailOptions(s.start_at, s.max_line_bytes, s.rotate_wait, s.glob_interval, s.once), dir_change,
-            )
-            observer = start_observer(tailer.watched_dirs(), self.wake, dir_change, s.poll, s.poll_interval)
+            tailer = FileTailer(s.paths, checkpoints, TailOptions.from_settings(s), dir_change)
+            observer = start_observer(tailer.watched_dirs(), self.wake, dir_change, s.poll, s.poll_interval,
+                                      tailer.notify)
+            tailer.set_watching(observer.native, observer.dirs)
             source = tailer
 
         batches: queue.Queue[Batch | None] = queue.Queue(maxsize=s.max_in_flight)

@@ -47,11 +47,18 @@ def settings_options(func: F) -> F:
         help_text = info.description
         if is_flag:
             func = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(func)
+        elif typing.get_origin(info.annotation) is list:
+            func = click.option(flag, name, type=str, multiple=True, callback=_list_or_none,
+                                help=f"{help_text} (repeatable)")(func)
         else:
             func = click.option(flag, name, type=ctype, default=None, help=help_text)(func)
     func = click.option("--config", "config", type=click.Path(path_type=Path),
                         help="TOML config file (keys as in config/forwarder.example.toml).")(func)
     return func
+
+
+def _list_or_none(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str] | None:
+    return list(value) or None  # not given: let env/TOML apply
 
 
 def build_settings(config: Path | None, paths: tuple[str, ...], options: dict[str, Any]) -> Settings:

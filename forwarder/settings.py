@@ -73,6 +73,20 @@ class Settings(BaseSettings):
     rotate_wait: float = Field(5.0, ge=0, description="Seconds a rotated/deleted file is kept open after its "
                                "last growth, once read to its end.")
     glob_interval: float = Field(5.0, gt=0, description="Seconds between re-scans of paths and globs.")
+    exclude: list[str] = Field(default_factory=list, description="Globs of paths not to follow, matched "
+                               "against the whole path or the file name (e.g. '*.gz').")
+    fingerprint_bytes: int = Field(256, ge=16, le=65536, description="A file's identity is a checksum "
+                                   "of its first line, or of its first fingerprint_bytes bytes.")
+    fingerprint_wait: float = Field(5.0, ge=0, description="Seconds a file with an incomplete first "
+                                    "line waits before it is identified by the bytes it has.")
+    partial_line_timeout: float = Field(30.0, gt=0, description="Seconds a last line without newline "
+                                        "is held; then delivered if a whole JSON event, else dead-lettered.")
+    checkpoint_ttl: float = Field(7 * 86400.0, gt=0, description="Seconds the checkpoint of a file no "
+                                  "longer found is kept.")
+    ignore_older: float = Field(0.0, ge=0, description="Files not modified for this many seconds are not "
+                                "opened until they change (0: off).")
+    max_open_files: int = Field(512, ge=1, description="Files kept open at once; idle ones are closed and "
+                                "reopened when they change.")
     poll: bool = Field(False, description="Use polling instead of native (inotify) file events.")
     poll_interval: float = Field(0.25, gt=0, description="Seconds between polls of open files.")
     once: bool = Field(False, description="Read every file to its end, deliver, and exit (no following).")
