@@ -10,21 +10,30 @@ from __future__ import annotations
 import logging
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .batcher import Batcher
 from .checkpoint import Checkpoints, StateDirLock
 from .deadletter import DeadLetter
 from .delivery import Acker, Backoff, Senders
+from .errors import ConfigError
+from .health import Lag, LagProbe, readiness
 from .logs import redact
+from .metrics import RunCollector
 from .model import Batch
 from .pipeline import Reader
-from .settings import Settings
+from .sdnotify import Notifier, Watchdog
+from .settings import Settings, parse_listen
 from .sink import Sink, StatsigSink, StdoutSink
 from .source import Source
 from .source.files import FileTailer, TailOptions
@@ -82,6 +91,15 @@ class Forwarder:
         self.stats = Stats()
         self.wake = threading.Event()
         self._signals = 0
+        self.phase = "starting"  # -> running -> stopping (readiness)
+        self._lag: Callable[[], Lag] = Lag
+        self.notifier = Notifier()
+
+    def ready(self) -> tuple[bool, list[str]]:
+        """Readiness for /readyz: (ready, reasons it is not)."""
+        s = self.settings
+        return readiness(self.phase, str(self.stats.sink_state), self._lag(),
+                         s.ready_max_lag_bytes, s.ready_max_lag_seconds)
 
     def run(self) -> RunResult:
         s = self.settings
@@ -89,7 +107,13 @@ class Forwarder:
         lock = StateDirLock(s.state_dir)
         lock.acquire()
         try:
-            return self._run()
+            http = serve_http(s.metrics_listen, self.ready) if s.metrics_listen else None
+            try:
+                return self._run()
+            finally:
+                if http is not None:
+                    http.shutdown()
+                    http.server_close()
         finally:
             lock.release()
 
@@ -105,6 +129,7 @@ class Forwarder:
 
         source: Source
         observer = None
+        tailer: FileTailer | None = None
         dir_change = threading.Event()
         if stdin_mode:
             source = StreamSource(sys.stdin.buffer, s.max_line_bytes, self.wake)
@@ -126,21 +151,42 @@ class Forwarder:
         writer = CheckpointWriter(checkpoints, deadletter, s.checkpoint_interval)
         reader_thread = threading.Thread(target=reader.run, name="reader", daemon=True)
 
+        def delivered(key: str) -> int | None:
+            state = checkpoints.get(key)
+            return None if state is None else state.offset
+
+        self._lag = LagProbe(tailer.open_files if tailer is not None else list, delivered,
+                             lambda: [acker.oldest_opened(), reader.batcher.open_since()])
+        collector = RunCollector("stdin" if stdin_mode else "file", self.stats, self._lag, self.ready)
+        collector.register()
+        watchdog = None
         restore = self._install_signals(reader, senders)
         try:
             senders.start()
             reader_thread.start()
             if commit:
                 writer.start()
+            self.phase = "running"
+            self.notifier.ready("forwarding" if not dry_run else "dry run")
+            if self.notifier.watchdog_usec:
+                watchdog = Watchdog(self.notifier, self.notifier.watchdog_usec,
+                                    lambda: reader_thread.is_alive() and senders.alive())
+                watchdog.start()
             while reader_thread.is_alive() and not reader.stop.is_set():
                 reader_thread.join(0.2)
+            self.phase = "stopping"
+            self.notifier.stopping("delivering what was read, then stopping")
             # Reading stopped (signal or end of stdin): deliver what was read.
             deadline = None if not reader.stop.is_set() else time.monotonic() + s.shutdown_timeout
             while reader_thread.is_alive() and not reader.abort.is_set():
                 reader_thread.join(0.1)
             clean = self._drain(senders, reader, deadline)
         finally:
+            self.phase = "stopping"
             restore()
+            if watchdog is not None:
+                watchdog.stopped.set()
+            collector.unregister()
             writer.stopped.set()
             if observer is not None:
                 observer.stop()
@@ -203,3 +249,47 @@ class Forwarder:
                 signal.signal(sig, handler)
 
         return restore
+
+
+def serve_http(listen: str, ready: Callable[[], tuple[bool, list[str]]]) -> ThreadingHTTPServer:
+    """Serve /metrics, /healthz and /readyz on `listen` (HOST:PORT) from a daemon thread.
+
+    Stand-in for the receiver's HTTP app when only `run --metrics-listen` is wanted.
+    """
+    host, port = parse_listen(listen)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            ctype = "application/json"
+            if path == "/metrics":
+                status, body, ctype = 200, generate_latest(), CONTENT_TYPE_LATEST
+            elif path == "/healthz":
+                status, body = 200, b'{"status":"ok"}'
+            elif path == "/readyz":
+                ok, reasons = ready()
+                status, body = (200 if ok else 503), orjson.dumps({"ready": ok, "reasons": reasons})
+            else:
+                status, body = 404, b'{"error":"not found"}'
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # no access log
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    try:
+        server = Server((host, port), Handler)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {listen} (metrics_listen): {e}") from None
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http",
+                     daemon=True).start()
+    log.info("serving /metrics, /healthz, /readyz",
+             extra={"listen": f"{host}:{server.server_address[1]}"})
+    return server

@@ -88,7 +88,7 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
         raise click.UsageError("'-' (stdin) cannot be combined with files")
     try:
         Forwarder(settings).run()
-    except StateLockedError as e:
+    except (StateLockedError, ConfigError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
 
