@@ -13,7 +13,7 @@ from pydantic.fields import FieldInfo
 
 from . import __version__
 from .errors import ConfigError, StateLockedError
-from .logs import setup_logging
+from .logs import Scrubber, setup_logging
 from .settings import Settings, load_settings
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
@@ -102,5 +102,5 @@ def check(config: Path | None, **options: Any) -> None:
     settings = build_settings(config, (), options)
     setup_logging(settings.log_level, settings.log_format, [settings.secret_key or ""])
     result = check_statsig(settings)
-    click.echo(result.describe(), err=not result.ok)
+    click.echo(Scrubber([settings.secret_key or ""])(result.describe()), err=not result.ok)
     sys.exit(0 if result.ok else 1)
