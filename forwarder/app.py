@@ -21,6 +21,7 @@ from types import FrameType
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from watchdog.observers.api import BaseObserver
 
 from .batcher import Batcher
 from .checkpoint import Checkpoints, StateDirLock
@@ -83,11 +84,33 @@ class CheckpointWriter(threading.Thread):
         return True
 
 
-class Forwarder:
-    """One configured forwarding process."""
+# Options SIGHUP applies to a running forwarder; any other change needs a restart.
+RELOADABLE = ("paths", "glob_interval", "rotate_wait", "batch_size", "batch_bytes", "flush_interval",
+              "retry_initial", "retry_max", "log_level", "ready_max_lag_bytes", "ready_max_lag_seconds")
 
-    def __init__(self, settings: Settings) -> None:
+
+@dataclass
+class _Live:
+    """The running parts a reload may adjust."""
+
+    tailer: FileTailer | None
+    observer: BaseObserver | None
+    dir_change: threading.Event
+    batcher: Batcher
+    backoff: Backoff
+
+
+class Forwarder:
+    """One configured forwarding process.
+
+    `reload` rebuilds Settings from the same sources (flags, env, TOML); SIGHUP calls it
+    and applies the RELOADABLE options without stopping delivery.
+    """
+
+    def __init__(self, settings: Settings, reload: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
+        self._reload_settings = reload
+        self._reload_requested = threading.Event()
         self.stats = Stats()
         self.wake = threading.Event()
         self._signals = 0
@@ -143,8 +166,8 @@ class Forwarder:
 
         batches: queue.Queue[Batch | None] = queue.Queue(maxsize=s.max_in_flight)
         acker = Acker(checkpoints if commit else None, source.location)
-        senders = Senders(sink, batches, acker, deadletter, self.stats,
-                          Backoff(s.retry_initial, s.retry_max), s.max_in_flight)
+        backoff = Backoff(s.retry_initial, s.retry_max)
+        senders = Senders(sink, batches, acker, deadletter, self.stats, backoff, s.max_in_flight)
         reader = Reader(source, Batcher(s.batch_size, s.batch_bytes, s.flush_interval), batches, deadletter,
                         self.stats, self.wake, s.poll_interval, s.max_line_bytes, s.unknown_fields,
                         s.max_in_flight)
@@ -160,6 +183,7 @@ class Forwarder:
         collector = RunCollector("stdin" if stdin_mode else "file", self.stats, self._lag, self.ready)
         collector.register()
         watchdog = None
+        live = _Live(tailer, observer, dir_change, reader.batcher, backoff)
         restore = self._install_signals(reader, senders)
         try:
             senders.start()
@@ -174,6 +198,9 @@ class Forwarder:
                 watchdog.start()
             while reader_thread.is_alive() and not reader.stop.is_set():
                 reader_thread.join(0.2)
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    self._reload(live)
             self.phase = "stopping"
             self.notifier.stopping("delivering what was read, then stopping")
             # Reading stopped (signal or end of stdin): deliver what was read.
@@ -188,8 +215,8 @@ class Forwarder:
                 watchdog.stopped.set()
             collector.unregister()
             writer.stopped.set()
-            if observer is not None:
-                observer.stop()
+            if live.observer is not None:
+                live.observer.stop()
             source.close()
             sink.close()
             if commit:
@@ -228,6 +255,50 @@ class Forwarder:
         check_in_background(s)
         return StatsigSink(s.statsig_api, key, s.request_timeout, s.max_in_flight, s.gzip_level)
 
+    def _reload(self, live: _Live) -> None:
+        """Re-read the configuration and apply what can change while running.
+
+        Files no longer matched are drained to their end and released like rotated ones, and
+        files matched anew start at their checkpoint: no event is skipped or lost.
+        """
+        if self._reload_settings is None:
+            log.warning("SIGHUP ignored: no configuration to re-read")
+            return
+        self.notifier.reloading()
+        try:
+            new = self._reload_settings()
+        except Exception as e:  # keep running on the old configuration
+            log.error("reload failed, keeping the current configuration", extra={"error": str(e)})
+            self.notifier.ready("forwarding (reload failed)")
+            return
+        old = self.settings
+        changed = [k for k in type(old).model_fields if getattr(old, k) != getattr(new, k)]
+        applied = [k for k in changed if k in RELOADABLE]
+        if "paths" in applied and (live.tailer is None or "-" in new.paths or not new.paths):
+            applied.remove("paths")  # stdin <-> files is another process
+        restart = [k for k in changed if k not in applied]
+        if live.tailer is not None:
+            live.tailer.options.scan_interval = new.glob_interval
+            live.tailer.options.rotate_wait = new.rotate_wait
+            if "paths" in applied:
+                live.tailer.patterns = list(new.paths)
+                live.tailer.rescan = True
+                if live.observer is not None:
+                    live.observer.stop()
+                live.observer = start_observer(live.tailer.watched_dirs(), self.wake, live.dir_change,
+                                               new.poll, new.poll_interval)
+        live.batcher.batch_size = new.batch_size
+        live.batcher.batch_bytes = new.batch_bytes
+        live.batcher.flush_interval = new.flush_interval
+        live.backoff.initial, live.backoff.maximum = new.retry_initial, new.retry_max
+        logging.getLogger().setLevel(new.log_level.upper())
+        self.settings = old.model_copy(update={k: getattr(new, k) for k in applied})
+        self.wake.set()
+        log.info("configuration reloaded", extra={"applied": applied, "paths": self.settings.paths})
+        if restart:
+            log.warning("changed options need a restart to take effect", extra={"options": restart})
+        self.notifier.ready("forwarding")
+
     def _install_signals(self, reader: Reader, senders: Senders) -> Callable[[], None]:
         def handle(signum: int, frame: FrameType | None) -> None:
             self._signals += 1
@@ -242,7 +313,11 @@ class Forwarder:
                 senders.abort.set()
             self.wake.set()
 
+        def hangup(signum: int, frame: FrameType | None) -> None:
+            self._reload_requested.set()
+
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup)
 
         def restore() -> None:
             for sig, handler in previous.items():

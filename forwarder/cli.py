@@ -87,7 +87,7 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
     if "-" in settings.paths and len(settings.paths) > 1:
         raise click.UsageError("'-' (stdin) cannot be combined with files")
     try:
-        Forwarder(settings).run()
+        Forwarder(settings, reload=lambda: build_settings(config, paths, options)).run()
     except (StateLockedError, ConfigError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
