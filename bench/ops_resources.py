@@ -51,12 +51,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, FakeStatsig(keep_events=False) as fake:
         work = Path(tmp)
         events = work / "source.ndjson"
-        subprocess.run([sys.executable, str(GEN), str(args.burst + int(args.rate * args.seconds)), str(events)],
-                       check=True)
+        total = args.burst + int(args.rate * args.seconds)
+        subprocess.run([sys.executable, str(GEN), str(total), str(events)], check=True)
         lines = events.read_bytes().splitlines(keepends=True)
         log = work / "events.ndjson"
         log.touch()
-        env = {**os.environ, "STATSIG_SERVER_SECRET_KEY": "secret-bench-0000000000000", "FORWARDER_LOG_FORMAT": "json"}
+        env = {**os.environ, "STATSIG_SERVER_SECRET_KEY": "secret-bench-0000000000000",
+               "FORWARDER_LOG_FORMAT": "json"}
         with socket_port() as port:
             pass
         proc = subprocess.Popen(
@@ -70,7 +71,8 @@ def main() -> None:
             time.sleep(3)
             c0 = cpu_seconds(proc.pid)
             time.sleep(5)
-            print(f"idle: RSS {rss_mb(proc.pid):.1f} MB, CPU {(cpu_seconds(proc.pid) - c0) / 5 * 1000:.1f} ms/s")
+            idle_ms = (cpu_seconds(proc.pid) - c0) / 5 * 1000
+            print(f"idle: RSS {rss_mb(proc.pid):.1f} MB, CPU {idle_ms:.1f} ms/s")
 
             steady = lines[: int(args.rate * args.seconds)]
             step = max(1, args.rate // 10)
@@ -82,8 +84,9 @@ def main() -> None:
                     time.sleep(max(0.0, t0 + (i + step) / args.rate - time.monotonic()))
             fake.wait_for(len(steady), timeout=60)
             took = time.monotonic() - t0
-            print(f"steady {args.rate} events/s for {took:.1f} s: CPU {(cpu_seconds(proc.pid) - c0) / took * 100:.1f} %"
-                  f" of one core, RSS {rss_mb(proc.pid):.1f} MB")
+            share = (cpu_seconds(proc.pid) - c0) / took * 100
+            print(f"steady {args.rate} events/s for {took:.1f} s: CPU {share:.1f} % of one core,"
+                  f" RSS {rss_mb(proc.pid):.1f} MB")
 
             burst = lines[len(steady) :]
             c0, t0 = cpu_seconds(proc.pid), time.monotonic()
@@ -91,7 +94,8 @@ def main() -> None:
                 f.write(b"".join(burst))
             fake.wait_for(len(lines), timeout=300)
             took = time.monotonic() - t0
-            print(f"burst {len(burst)} events: {len(burst) / took:,.0f} events/s, CPU {cpu_seconds(proc.pid) - c0:.2f} s,"
+            cpu = cpu_seconds(proc.pid) - c0
+            print(f"burst {len(burst)} events: {len(burst) / took:,.0f} events/s, CPU {cpu:.2f} s,"
                   f" peak RSS {rss_mb(proc.pid, 'VmHWM'):.1f} MB")
 
             lat = []

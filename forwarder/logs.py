@@ -35,7 +35,8 @@ class Scrubber:
             self._rules.append((re.compile(re.escape(secret)), shown))
             visible = len(shown) - 3
             if len(secret) >= 8:
-                self._rules.append((re.compile(re.escape(secret[: visible + 1]) + r"[A-Za-z0-9*_\-]*"), shown))
+                longer = re.escape(secret[: visible + 1]) + r"[A-Za-z0-9*_\-]*"
+                self._rules.append((re.compile(longer), shown))
 
     def __bool__(self) -> bool:
         return bool(self._rules)
@@ -53,7 +54,8 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

@@ -163,7 +163,8 @@ def test_dockerfile_install_and_entrypoint_commands_work(tmp_path: Path, fake: F
     env["PATH"] = f"{bindir}:{env['PATH']}"
     env.pop("PIP_NO_CACHE_DIR", None)  # reuse pip's wheel cache: same packages, quicker test
     for run in build.all("RUN"):
-        proc = subprocess.run(["bash", "-ec", mapped(run)], cwd=src, env=env, capture_output=True, timeout=600)
+        proc = subprocess.run(["bash", "-ec", mapped(run)], cwd=src, env=env, capture_output=True,
+                              timeout=600)
         assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     assert not (venv / "bin" / "pip").exists(), "the venv copied into the image carries no pip"
 
@@ -174,7 +175,8 @@ def test_dockerfile_install_and_entrypoint_commands_work(tmp_path: Path, fake: F
                       FORWARDER_FLUSH_INTERVAL="0.2", FORWARDER_CHECKPOINT_INTERVAL="0.2")
     run_env["PATH"] = f"{venv / 'bin'}:{os.environ['PATH']}"
     command = [mapped(x) for x in exec_form(final.one("ENTRYPOINT")) + exec_form(final.one("CMD"))]
-    proc = subprocess.Popen(command, env=run_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, env=run_env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     try:
         assert fake.wait_for(20), proc.stderr.read1(100000) if proc.poll() is not None else "no events"
         health = exec_form(mapped(final.one("HEALTHCHECK").split(" CMD ", 1)[1]))

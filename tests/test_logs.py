@@ -88,7 +88,8 @@ def test_text_logs_on_a_terminal_and_with_log_format_text(tmp_path: Path, fake: 
     # auto on a terminal: text
     primary, replica = os.openpty()
     try:
-        proc = subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=replica, timeout=60, cwd=tmp_path)
+        proc = subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=replica, timeout=60,
+                              cwd=tmp_path)
         os.close(replica)
         out = b""
         while True:
@@ -108,7 +109,8 @@ def test_text_logs_on_a_terminal_and_with_log_format_text(tmp_path: Path, fake: 
     assert_no_secret(text)
 
     # explicit --log-format text on a pipe
-    proc = subprocess.run([*args, "--log-format", "text"], env=env, capture_output=True, timeout=60, cwd=tmp_path)
+    proc = subprocess.run([*args, "--log-format", "text"], env=env, capture_output=True, timeout=60,
+                          cwd=tmp_path)
     assert proc.returncode == 0
     lines = proc.stderr.decode().splitlines()
     assert lines and all(not line.startswith("{") for line in lines)

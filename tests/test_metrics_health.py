@@ -48,10 +48,13 @@ class Http:
 P = "statsig_forwarder_"
 
 
-def start(spawn: Callable[..., Cli], fake: FakeStatsig, tmp_path: Path, *extra: str) -> tuple[Path, Http, Cli]:
+def start(
+    spawn: Callable[..., Cli], fake: FakeStatsig, tmp_path: Path, *extra: str
+) -> tuple[Path, Http, Cli]:
     log = tmp_path / "events.ndjson"
     log.touch()
-    cli = spawn("run", str(log), *fast_args(fake, tmp_path / "state"), "--metrics-listen", "127.0.0.1:0", *extra)
+    cli = spawn("run", str(log), *fast_args(fake, tmp_path / "state"), "--metrics-listen", "127.0.0.1:0",
+                *extra)
     return log, Http(cli), cli
 
 
@@ -82,7 +85,8 @@ def test_metrics_move_as_events_flow_and_lag_flips_readiness(
     assert wait_until(lambda: http.value(P + "sink_state", state="retrying") == 1)
     assert wait_until(lambda: http.value(P + "events_retried_total", source="file") > 0)
     assert http.value(P + "events_delivered_total", source="file") == 50
-    assert http.value(P + "file_bytes_behind", path=str(log)) == sum(len(event_line(i)) for i in range(50, 80))
+    unsent = sum(len(event_line(i)) for i in range(50, 80))
+    assert http.value(P + "file_bytes_behind", path=str(log)) == unsent
     assert wait_until(lambda: http.value(P + "oldest_undelivered_event_age_seconds") > 0.3)
     status, body = http.ready()
     assert status == 503 and any("ready_max_lag_bytes" in r for r in body["reasons"]), body
@@ -101,7 +105,9 @@ def test_metrics_move_as_events_flow_and_lag_flips_readiness(
     assert cli.stop() == 0
 
 
-def test_readiness_flips_on_401_and_back(spawn: Callable[..., Cli], fake: FakeStatsig, tmp_path: Path) -> None:
+def test_readiness_flips_on_401_and_back(
+    spawn: Callable[..., Cli], fake: FakeStatsig, tmp_path: Path
+) -> None:
     log, http, cli = start(spawn, fake, tmp_path)
     append(log, event_line(1))
     assert fake.wait_for(1)
@@ -110,7 +116,7 @@ def test_readiness_flips_on_401_and_back(spawn: Callable[..., Cli], fake: FakeSt
     fake.expected_key = "secret-some-other-key-000000"
     append(log, event_line(2))
     assert wait_until(lambda: http.ready()[0] == 503)
-    status, body = http.ready()
+    _, body = http.ready()
     assert body["ready"] is False and any("401" in r for r in body["reasons"]), body
     assert http.value(P + "sink_state", state="auth_failed") == 1
     assert http.value(P + "request_duration_seconds_count", outcome="auth_failed") >= 1

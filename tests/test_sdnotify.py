@@ -38,8 +38,8 @@ class NotifySocket:
             self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines()))
 
     def kinds(self) -> list[str]:
-        return [next(k for k in ("READY", "WATCHDOG", "STOPPING", "RELOADING") if k in m) for m in self.messages
-                if any(k in m for k in ("READY", "WATCHDOG", "STOPPING", "RELOADING"))]
+        names = ("READY", "WATCHDOG", "STOPPING", "RELOADING")
+        return [next(k for k in names if k in m) for m in self.messages if any(k in m for k in names)]
 
     def close(self) -> None:
         self._stop.set()
