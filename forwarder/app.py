@@ -114,6 +114,7 @@ class Forwarder:
         self.stats = Stats()
         self.wake = threading.Event()
         self._signals = 0
+        self._deadline: float | None = None  # set by the first stop signal
         self.phase = "starting"  # -> running -> stopping (readiness)
         self._lag: Callable[[], Lag] = Lag
         self.notifier = Notifier()
@@ -126,6 +127,9 @@ class Forwarder:
 
     def run(self) -> RunResult:
         s = self.settings
+        # The reader is CPU-bound; with the default 5 ms switch interval a sender coming back
+        # from a socket wait queues for the GIL several times per request.
+        sys.setswitchinterval(0.0005)
         s.state_dir.mkdir(parents=True, exist_ok=True)
         lock = StateDirLock(s.state_dir)
         lock.acquire()
@@ -203,11 +207,13 @@ class Forwarder:
                     self._reload(live)
             self.phase = "stopping"
             self.notifier.stopping("delivering what was read, then stopping")
-            # Reading stopped (signal or end of stdin): deliver what was read.
-            deadline = None if not reader.stop.is_set() else time.monotonic() + s.shutdown_timeout
+            # Reading stopped (signal or end of the input): deliver what was read,
+            # within shutdown_timeout of the signal if there was one.
             while reader_thread.is_alive() and not reader.abort.is_set():
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    break
                 reader_thread.join(0.1)
-            clean = self._drain(senders, reader, deadline)
+            clean = self._drain(senders, reader)
         finally:
             self.phase = "stopping"
             restore()
@@ -226,8 +232,9 @@ class Forwarder:
         log.info("stopped", extra={**snapshot, "delivered_everything_read": clean})
         return RunResult(snapshot, clean)
 
-    def _drain(self, senders: Senders, reader: Reader, deadline: float | None) -> bool:
+    def _drain(self, senders: Senders, reader: Reader) -> bool:
         while not reader.abort.is_set():
+            deadline = self._deadline
             step = time.monotonic() + 0.1
             if deadline is not None:
                 step = min(step, deadline)
@@ -303,6 +310,7 @@ class Forwarder:
         def handle(signum: int, frame: FrameType | None) -> None:
             self._signals += 1
             if self._signals == 1:
+                self._deadline = time.monotonic() + self.settings.shutdown_timeout
                 log.info("stopping: finishing delivery of what was read",
                          extra={"signal": signal.Signals(signum).name,
                                 "timeout_s": self.settings.shutdown_timeout})

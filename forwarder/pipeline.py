@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
-import time
+
+import orjson
 
 from .batcher import Batcher
 from .codec import LineError, decode_line
 from .deadletter import DeadLetter
-from .event import UnknownFields
-from .model import Batch, Chunk, Item, Rejection
+from .event import UnknownFields, fast_path
+from .model import Batch, Chunk, Rejection
 from .source import Source
 from .stats import Stats
 
@@ -89,7 +91,7 @@ class Reader:
         offset = chunk.start
         add = self.batcher.add
         max_len = self.max_line_bytes
-        unknown = self.unknown_fields
+        loads, fast = orjson.loads, fast_path
         n_events = 0
         for line in lines:
             start = offset
@@ -98,13 +100,19 @@ class Reader:
                 self._reject(Rejection(key, chunk.path, start, offset, f"line too long: {len(line)} bytes > "
                                        f"max_line_bytes {max_len}", line[:4096], len(line)))
                 continue
-            if not line.strip():
-                continue
-            try:
-                event = decode_line(line, unknown)
-            except LineError as e:
-                self._reject(Rejection(key, chunk.path, start, offset, str(e), line, len(line)))
-                continue
+            try:  # the common case inline; decode_line decides (and explains) the rest
+                obj = loads(line)
+                event = fast(obj) if type(obj) is dict else None
+            except orjson.JSONDecodeError:
+                event = None
+            if event is None:
+                if not line.strip():
+                    continue
+                try:
+                    event = decode_line(line, self.unknown_fields)
+                except LineError as e:
+                    self._reject(Rejection(key, chunk.path, start, offset, str(e), line, len(line)))
+                    continue
             n_events += 1
             if add(event, len(line)):
                 if key is not None:
@@ -144,8 +152,6 @@ class Reader:
             except queue.Full:
                 if self.abort.is_set() and not force:
                     return
-                if self.abort.is_set():
-                    try:  # senders are gone; make room for the stop sentinel
+                if self.abort.is_set():  # senders are gone; make room for the stop sentinel
+                    with contextlib.suppress(queue.Empty):
                         self.batches.get_nowait()
-                    except queue.Empty:
-                        pass
