@@ -13,7 +13,7 @@ from pydantic.fields import FieldInfo
 
 from . import __version__
 from .errors import ConfigError, StateLockedError
-from .logs import setup_logging
+from .logs import Scrubber, setup_logging
 from .settings import Settings, load_settings
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
@@ -94,8 +94,8 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
     if "-" in settings.paths and len(settings.paths) > 1:
         raise click.UsageError("'-' (stdin) cannot be combined with files")
     try:
-        Forwarder(settings).run()
-    except StateLockedError as e:
+        Forwarder(settings, reload=lambda: build_settings(config, paths, options)).run()
+    except (StateLockedError, ConfigError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
 
@@ -109,5 +109,5 @@ def check(config: Path | None, **options: Any) -> None:
     settings = build_settings(config, (), options)
     setup_logging(settings.log_level, settings.log_format, [settings.secret_key or ""])
     result = check_statsig(settings)
-    click.echo(result.describe(), err=not result.ok)
+    click.echo(Scrubber([settings.secret_key or ""])(result.describe()), err=not result.ok)
     sys.exit(0 if result.ok else 1)

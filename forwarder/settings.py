@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["auto", "text", "json"] = Field(
         "auto", description="Log format; auto is text on a terminal, JSON otherwise.")
+    metrics_listen: str | None = Field(
+        None, description="HOST:PORT serving /metrics, /healthz and /readyz (off when unset).")
+    ready_max_lag_bytes: int | None = Field(
+        None, ge=0, description="/readyz fails while a file is more bytes behind than this "
+        "(unset: no bound).")
+    ready_max_lag_seconds: float | None = Field(
+        None, gt=0, description="/readyz fails while the oldest undelivered event is older than this "
+        "many seconds (unset: no bound).")
 
     @model_validator(mode="after")
     def _derived(self) -> Settings:
@@ -103,6 +111,8 @@ class Settings(BaseSettings):
         if not self.statsig_api.startswith(("http://", "https://")):
             raise ValueError(f"statsig_api must be an http(s) URL, got {self.statsig_api!r}")
         self.statsig_api = self.statsig_api.rstrip("/")
+        if self.metrics_listen is not None:
+            parse_listen(self.metrics_listen)
         return self
 
     @property
@@ -131,6 +141,14 @@ class Settings(BaseSettings):
         if cls._toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'HOST:PORT' (or ':PORT', '[::1]:PORT') -> (host, port); ValueError otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen address must be HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

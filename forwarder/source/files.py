@@ -81,6 +81,7 @@ class FileWatcher:
         self.ino = st.st_ino
         self.key: str | None = None
         self.pos = 0  # next byte to read
+        self.origin = 0  # where reading started (delivered position before any checkpoint)
         self.lines = LineBuffer(None, path, 0, max_line_bytes)
         self.draining = False
         self.fresh = False  # appeared while running (truncated/rewritten): always from byte 0
@@ -103,6 +104,7 @@ class FileWatcher:
         if offset == 0 and self.fd is not None:
             offset = data_start(self.fd) or 0  # skip a leading hole (copytruncate, stale writer)
         self.pos = offset
+        self.origin = offset
         self.lines.reset(offset)
 
     def read(self, budget: int, out: list[Item], fp_bytes: int) -> bool:
@@ -186,6 +188,18 @@ class FileTailer:
 
     def location(self, key: str) -> tuple[str, int, int]:
         return self._locations.get(key, ("", 0, 0))
+
+    def open_files(self) -> list[tuple[str, str, int, int]]:
+        """(path, key, size, origin) of each identified open file; callable from any thread."""
+        out = []
+        for key, w in list(self._by_key.items()):
+            try:
+                st = os.fstat(w.fd)
+            except OSError:  # closed meanwhile
+                continue
+            if (st.st_dev, st.st_ino) == (w.dev, w.ino):  # not a reused descriptor
+                out.append((w.path, key, st.st_size, w.origin))
+        return out
 
     def watched_dirs(self) -> dict[str, bool]:
         """Directories whose changes should wake the tailer -> watch recursively?"""
