@@ -39,6 +39,10 @@ class Batcher:
             return None
         return self.current.opened + self.flush_interval - time.monotonic()
 
+    def open_since(self) -> float | None:
+        """Monotonic time the open batch got its first item; None when nothing is open."""
+        return None if self._empty else self.current.opened
+
     def take(self) -> Batch | None:
         """Close and return the open batch (None if it is empty)."""
         if self._empty:

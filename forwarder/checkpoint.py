@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class Checkpoints:
         self._write_lock = threading.Lock()  # one writer of the temp file at a time
         self._files: dict[str, FileState] = {}
         self._dirty = False
+        self._forgotten: set[str] = set()  # removed keys that late acks must not bring back
         self.load_problem: str | None = None
         self._load()
 
@@ -65,9 +67,14 @@ class Checkpoints:
         with self._lock:
             return {k: FileState(**asdict(v)) for k, v in self._files.items()}
 
+    def known(self) -> list[str]:
+        with self._lock:
+            return list(self._files)
+
     def track(self, key: str, path: str, dev: int, ino: int) -> None:
         """Remember where a file is now (its offset is unchanged)."""
         with self._lock:
+            self._forgotten.discard(key)
             state = self._files.get(key)
             if state is None:
                 return
@@ -80,6 +87,8 @@ class Checkpoints:
         now = time.time()
         with self._lock:
             for key, offset in positions.items():
+                if key in self._forgotten:
+                    continue
                 state = self._files.get(key)
                 if state is None:
                     path, dev, ino = where.get(key, ("", 0, 0))
@@ -96,9 +105,22 @@ class Checkpoints:
             self._dirty = True
 
     def remove(self, key: str) -> None:
+        """Forget a file for good (deleted); acks still in flight for it are ignored."""
         with self._lock:
+            self._forgotten.add(key)
             if self._files.pop(key, None) is not None:
                 self._dirty = True
+
+    def expire(self, ttl: float, keep: Collection[str]) -> list[str]:
+        """Drop entries not in `keep` whose offset has not moved for `ttl` seconds."""
+        cutoff = time.time() - ttl
+        with self._lock:
+            old = [k for k, v in self._files.items() if k not in keep and v.updated < cutoff]
+            for k in old:
+                del self._files[k]
+            if old:
+                self._dirty = True
+        return old
 
     # -- durability --------------------------------------------------------------------
     def flush(self) -> bool:

@@ -13,7 +13,7 @@ from pydantic.fields import FieldInfo
 
 from . import __version__
 from .errors import ConfigError, StateLockedError
-from .logs import setup_logging
+from .logs import Scrubber, setup_logging
 from .settings import Settings, load_settings
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
@@ -47,11 +47,18 @@ def settings_options(func: F) -> F:
         help_text = info.description
         if is_flag:
             func = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(func)
+        elif typing.get_origin(info.annotation) is list:
+            func = click.option(flag, name, type=str, multiple=True, callback=_list_or_none,
+                                help=f"{help_text} (repeatable)")(func)
         else:
             func = click.option(flag, name, type=ctype, default=None, help=help_text)(func)
     func = click.option("--config", "config", type=click.Path(path_type=Path),
                         help="TOML config file (keys as in config/forwarder.example.toml).")(func)
     return func
+
+
+def _list_or_none(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str] | None:
+    return list(value) or None  # not given: let env/TOML apply
 
 
 def build_settings(config: Path | None, paths: tuple[str, ...], options: dict[str, Any]) -> Settings:
@@ -87,8 +94,8 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
     if "-" in settings.paths and len(settings.paths) > 1:
         raise click.UsageError("'-' (stdin) cannot be combined with files")
     try:
-        Forwarder(settings).run()
-    except StateLockedError as e:
+        Forwarder(settings, reload=lambda: build_settings(config, paths, options)).run()
+    except (StateLockedError, ConfigError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
 
@@ -102,5 +109,5 @@ def check(config: Path | None, **options: Any) -> None:
     settings = build_settings(config, (), options)
     setup_logging(settings.log_level, settings.log_format, [settings.secret_key or ""])
     result = check_statsig(settings)
-    click.echo(result.describe(), err=not result.ok)
+    click.echo(Scrubber([settings.secret_key or ""])(result.describe()), err=not result.ok)
     sys.exit(0 if result.ok else 1)

@@ -19,11 +19,15 @@ import orjson
 from .checkpoint import Checkpoints
 from .deadletter import DeadLetter
 from .errors import AuthError, RejectedError, RetryableError
+from .metrics import BATCH_SECONDS, REQUEST_SECONDS
 from .model import Batch, Rejection, StatsigEvent
 from .sink import Sink
 from .stats import Stats
 
 log = logging.getLogger(__name__)
+
+_OUTCOME_SECONDS = {name: REQUEST_SECONDS.labels(name)
+                    for name in ("ok", "retryable", "auth_failed", "rejected")}
 
 
 class Aborted(Exception):
@@ -49,14 +53,26 @@ class Acker:
         self._lock = threading.Lock()
         self._turn = threading.Condition(self._lock)
         self._done: dict[int, Batch] = {}
+        self._opened: dict[int, float] = {}  # unacknowledged batches -> when they opened
         self._next = 0
         self.acked = 0
+
+    def begin(self, batch: Batch) -> None:
+        """A sender took `batch`: it counts as undelivered until acknowledged."""
+        with self._lock:
+            self._opened[batch.seq] = batch.opened
+
+    def oldest_opened(self) -> float | None:
+        """Monotonic time the oldest unacknowledged batch opened, if any."""
+        with self._lock:
+            return min(self._opened.values(), default=None)
 
     def done(self, batch: Batch) -> None:
         with self._lock:
             self._done[batch.seq] = batch
             while self._next in self._done:
                 finished = self._done.pop(self._next)
+                self._opened.pop(finished.seq, None)
                 self._next += 1
                 self.acked += 1
                 if self._checkpoints is not None and finished.positions:
@@ -118,6 +134,10 @@ class Senders:
         for t in self._threads:
             t.start()
 
+    def alive(self) -> bool:
+        """True while every worker thread runs."""
+        return all(t.is_alive() for t in self._threads)
+
     def join(self, deadline: float | None) -> bool:
         """Wait for the workers; True if all finished before the monotonic deadline."""
         for t in self._threads:
@@ -129,12 +149,14 @@ class Senders:
             batch = self._batches.get()
             if batch is None:
                 return
+            self._acker.begin(batch)
             if not self._acker.wait_turn(batch.seq, len(self._threads), self.abort):
                 return
             try:
                 if batch.events:
                     self._send(batch.events)
                     self._stats.add(batches_sent=1)
+                    BATCH_SECONDS.observe(time.monotonic() - batch.opened)
             except Aborted:
                 return
             self._acker.done(batch)
@@ -144,13 +166,17 @@ class Senders:
         while True:
             if self.abort.is_set():
                 raise Aborted
+            started = time.monotonic()
             try:
                 self._sink.send(events, attempt)
             except RejectedError as e:
+                _OUTCOME_SECONDS["rejected"].observe(time.monotonic() - started)
                 self._set_state(attempt, None)
                 self._isolate(events, e)
                 return
             except RetryableError as e:
+                outcome = "auth_failed" if isinstance(e, AuthError) else "retryable"
+                _OUTCOME_SECONDS[outcome].observe(time.monotonic() - started)
                 self._set_state(attempt, e)
                 delay = self._backoff.delay(attempt, e.retry_after)
                 level = logging.ERROR if isinstance(e, AuthError) else logging.WARNING
@@ -158,11 +184,12 @@ class Senders:
                     log.log(level, "delivery failed, will retry", extra={
                         "error": str(e), "events": len(events), "attempt": attempt + 1,
                         "retry_in_s": round(delay, 2)})
-                self._stats.add(send_retries=1)
+                self._stats.add(send_retries=1, events_retried=len(events))
                 attempt += 1
                 if self.abort.wait(delay):
                     raise Aborted from None
                 continue
+            _OUTCOME_SECONDS["ok"].observe(time.monotonic() - started)
             self._set_state(attempt, None)
             self._stats.add(events_delivered=len(events))
             return

@@ -34,7 +34,6 @@ _USER_KINDS: dict[str, type] = {
     **dict.fromkeys(("userID", "email", "ip", "userAgent", "country", "locale", "appVersion"), str),
     **dict.fromkeys(("custom", "customIDs", "privateAttributes", "statsigEnvironment"), dict),
 }
-_EVENT_FIELDS = frozenset(("event_name", "user_id", "user", "value", "metadata", "time"))
 
 
 class User(BaseModel):
@@ -99,50 +98,56 @@ def to_statsig(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata") 
 
 
 def fast_path(d: dict[str, Any]) -> StatsigEvent | None:
-    """The common case without pydantic; None means "let the model decide"."""
-    if not _EVENT_FIELDS.issuperset(d):
-        return None
+    """The common case without pydantic; None means "let the model decide".
+
+    Accepts only plain, non-null values of the known fields; `seen` counts them so that
+    any other key (unknown, or an explicit null) sends the line to the model.
+    """
     name = d.get("event_name")
     if type(name) is not str or not 0 < len(name) <= MAX_EVENT_NAME:
         return None
     ev: StatsigEvent = {"eventName": name}
-    user = d.get("user")
-    user_id = d.get("user_id", ANONYMOUS)
-    if type(user_id) is not str:
-        return None
-    if user is None:
-        if "user" in d:
+    seen = 1
+    user_id = d.get("user_id")
+    if user_id is not None:
+        if type(user_id) is not str:
             return None
-        ev["user"] = {"userID": user_id}
+        seen += 1
+    user = d.get("user")
+    if user is None:
+        ev["user"] = {"userID": user_id if user_id is not None else ANONYMOUS}
     else:
         if type(user) is not dict or not _plain_user(user):
             return None
-        if "userID" in user and "privateAttributes" not in user:
-            ev["user"] = user
-        else:
-            u = {k: v for k, v in user.items() if k != "privateAttributes"}
-            u.setdefault("userID", user_id)
-            ev["user"] = u
-    if "value" in d:
-        value = d["value"]
-        if type(value) not in (str, int, float):
+        seen += 1
+        if "userID" not in user or "privateAttributes" in user:
+            user = {k: v for k, v in user.items() if k != "privateAttributes"}
+            user.setdefault("userID", user_id if user_id is not None else ANONYMOUS)
+        ev["user"] = user
+    value = d.get("value")
+    if value is not None:
+        if type(value) not in _VALUE_TYPES:
             return None
         ev["value"] = value
-    if "metadata" in d:
-        metadata = d["metadata"]
+        seen += 1
+    metadata = d.get("metadata")
+    if metadata is not None:
         if type(metadata) is not dict:
             return None
         ev["metadata"] = metadata
+        seen += 1
     t = d.get("time")
     if t is None:
-        if "time" in d:
-            return None
-        ev["time"] = int(_time.time() * 1000)
-    elif type(t) is int and t >= 0:
-        ev["time"] = t
-    else:
+        t = int(_time.time() * 1000)
+    elif type(t) is not int or t < 0:
         return None
-    return ev
+    else:
+        seen += 1
+    ev["time"] = t
+    return ev if seen == len(d) else None
+
+
+_VALUE_TYPES = (str, int, float)
 
 
 def _plain_user(user: dict[str, Any]) -> bool:

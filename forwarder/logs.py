@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -17,6 +18,35 @@ def redact(secret: str) -> str:
     return secret[: min(10, len(secret) // 3)] + "..."
 
 
+class Scrubber:
+    """Replaces each secret, and any longer-than-allowed prefix of it, by its `redact` form.
+
+    Prefixes matter: statsig-python-core masks the key in its own error messages as
+    `secret-abcde*****` (or with the rest of a short key appended), which shows more than
+    `secret-abc...`.
+    """
+
+    def __init__(self, secrets: list[str]) -> None:
+        self._rules: list[tuple[re.Pattern[str], str]] = []
+        for secret in secrets:
+            if not secret:
+                continue
+            shown = redact(secret)
+            self._rules.append((re.compile(re.escape(secret)), shown))
+            visible = len(shown) - 3
+            if len(secret) >= 8:
+                longer = re.escape(secret[: visible + 1]) + r"[A-Za-z0-9*_\-]*"
+                self._rules.append((re.compile(longer), shown))
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def __call__(self, text: str) -> str:
+        for pattern, shown in self._rules:
+            text = pattern.sub(shown, text)
+        return text
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
 
@@ -24,14 +54,15 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
             **_fields(record),
         }
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(doc, default=str).decode()
 
 
@@ -41,7 +72,7 @@ class TextFormatter(logging.Formatter):
         extra = " ".join(f"{k}={v}" for k, v in _fields(record).items())
         line = f"{ts} {record.levelname:<7} {record.getMessage()}" + (f"  {extra}" if extra else "")
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + (record.exc_text or self.formatException(record.exc_info))
         return line
 
 
@@ -50,20 +81,17 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self._secrets = [(s, redact(s)) for s in secrets if s]
+        self._scrub = Scrubber(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
+        if not self._scrub:
             return True
-        msg = record.getMessage()
-        for secret, shown in self._secrets:
-            msg = msg.replace(secret, shown)
-        record.msg, record.args = msg, None
+        record.msg, record.args = self._scrub(record.getMessage()), None
         for k, v in _fields(record).items():
             if isinstance(v, str):
-                for secret, shown in self._secrets:
-                    v = v.replace(secret, shown)
-                setattr(record, k, v)
+                setattr(record, k, self._scrub(v))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._scrub(logging.Formatter().formatException(record.exc_info))
         return True
 
 

@@ -19,7 +19,7 @@ from .stats import Stats
 
 log = logging.getLogger(__name__)
 
-READ_BUDGET = 1024 * 1024  # bytes per file per poll: one busy file cannot starve the rest
+READ_BUDGET = 1024 * 1024  # bytes per poll in all; sources take files in turn (fairness)
 
 
 class Reader:
@@ -96,6 +96,8 @@ class Reader:
         for line in lines:
             start = offset
             offset += len(line) + 1
+            if line[:1] == b"\0":  # hole left by a writer that kept its offset (copytruncate)
+                line = line.lstrip(b"\0")
             if len(line) > max_len:
                 self._reject(Rejection(key, chunk.path, start, offset, f"line too long: {len(line)} bytes > "
                                        f"max_line_bytes {max_len}", line[:4096], len(line)))

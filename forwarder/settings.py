@@ -73,6 +73,20 @@ class Settings(BaseSettings):
     rotate_wait: float = Field(5.0, ge=0, description="Seconds a rotated/deleted file is kept open after its "
                                "last growth, once read to its end.")
     glob_interval: float = Field(5.0, gt=0, description="Seconds between re-scans of paths and globs.")
+    exclude: list[str] = Field(default_factory=list, description="Globs of paths not to follow, matched "
+                               "against the whole path or the file name (e.g. '*.gz').")
+    fingerprint_bytes: int = Field(256, ge=16, le=65536, description="A file's identity is a checksum "
+                                   "of its first line, or of its first fingerprint_bytes bytes.")
+    fingerprint_wait: float = Field(5.0, ge=0, description="Seconds a file with an incomplete first "
+                                    "line waits before it is identified by the bytes it has.")
+    partial_line_timeout: float = Field(30.0, gt=0, description="Seconds a last line without newline "
+                                        "is held; then delivered if a whole JSON event, else dead-lettered.")
+    checkpoint_ttl: float = Field(7 * 86400.0, gt=0, description="Seconds the checkpoint of a file no "
+                                  "longer found is kept.")
+    ignore_older: float = Field(0.0, ge=0, description="Files not modified for this many seconds are not "
+                                "opened until they change (0: off).")
+    max_open_files: int = Field(512, ge=1, description="Files kept open at once; idle ones are closed and "
+                                "reopened when they change.")
     poll: bool = Field(False, description="Use polling instead of native (inotify) file events.")
     poll_interval: float = Field(0.25, gt=0, description="Seconds between polls of open files.")
     once: bool = Field(False, description="Read every file to its end, deliver, and exit (no following).")
@@ -81,6 +95,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["auto", "text", "json"] = Field(
         "auto", description="Log format; auto is text on a terminal, JSON otherwise.")
+    metrics_listen: str | None = Field(
+        None, description="HOST:PORT serving /metrics, /healthz and /readyz (off when unset).")
+    ready_max_lag_bytes: int | None = Field(
+        None, ge=0, description="/readyz fails while a file is more bytes behind than this "
+        "(unset: no bound).")
+    ready_max_lag_seconds: float | None = Field(
+        None, gt=0, description="/readyz fails while the oldest undelivered event is older than this "
+        "many seconds (unset: no bound).")
 
     @model_validator(mode="after")
     def _derived(self) -> Settings:
@@ -89,6 +111,8 @@ class Settings(BaseSettings):
         if not self.statsig_api.startswith(("http://", "https://")):
             raise ValueError(f"statsig_api must be an http(s) URL, got {self.statsig_api!r}")
         self.statsig_api = self.statsig_api.rstrip("/")
+        if self.metrics_listen is not None:
+            parse_listen(self.metrics_listen)
         return self
 
     @property
@@ -117,6 +141,14 @@ class Settings(BaseSettings):
         if cls._toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'HOST:PORT' (or ':PORT', '[::1]:PORT') -> (host, port); ValueError otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen address must be HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

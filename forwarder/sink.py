@@ -47,13 +47,15 @@ class StatsigSink:
         gzip_level: int = 1,
     ) -> None:
         self.url = api.rstrip("/") + "/log_event"
+        self._path = urllib3.util.parse_url(self.url).request_uri
         self._key = secret_key
         self._gzip_level = gzip_level
         self._metadata = {"sdkType": SDK_TYPE, "sdkVersion": __version__, "sessionID": str(uuid.uuid4())}
         # urllib3 sets TCP_NODELAY on its connections by default: no Nagle stalls.
-        self._pool = urllib3.PoolManager(
-            num_pools=2,
+        self._pool = urllib3.connection_from_url(
+            self.url,
             maxsize=connections,
+            block=True,
             retries=False,
             timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
         )
@@ -75,13 +77,13 @@ class StatsigSink:
             "statsig-server-session-id": self._metadata["sessionID"],
         }
         try:
-            response = self._pool.request("POST", self.url, body=self.encode(events), headers=headers)
+            response = self._pool.urlopen("POST", self._path, body=self.encode(events), headers=headers)
         except urllib3.exceptions.HTTPError as e:
             raise RetryableError(f"request failed: {type(e).__name__}: {_short(str(e))}") from None
         classify(response.status, response.data, response.headers.get("retry-after"))
 
     def close(self) -> None:
-        self._pool.clear()
+        self._pool.close()
 
 
 def classify(status: int, body: bytes, retry_after: str | None = None) -> None:

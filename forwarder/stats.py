@@ -17,6 +17,7 @@ class Stats:
     events_rejected_by_statsig: int = 0
     batches_sent: int = 0
     send_retries: int = 0
+    events_retried: int = 0
     sink_state: str = "ok"  # ok | retrying | auth_failed
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

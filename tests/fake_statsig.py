@@ -46,7 +46,7 @@ class Request:
     headers: dict[str, str]
     events: list[dict[str, Any]]
     status: int
-    at: float = field(default_factory=time.time)  # wall-clock time it was recorded
+    received: float = field(default_factory=time.time)
 
 
 @dataclass

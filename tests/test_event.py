@@ -66,6 +66,7 @@ def test_mapping_of_a_full_event() -> None:
 def test_user_id_shorthand_and_anonymous_fallback() -> None:
     assert to_statsig({"event_name": "a", "user_id": "u9", "time": 1})["user"] == {"userID": "u9"}
     assert to_statsig({"event_name": "a", "time": 1})["user"] == {"userID": "anonymous"}
+    assert to_statsig({"event_name": "a", "user_id": "", "time": 1})["user"] == {"userID": ""}
     assert to_statsig({"event_name": "a", "user": {"email": "e"}, "time": 1})["user"] == {
         "email": "e", "userID": "anonymous"}
     assert to_statsig({"event_name": "a", "user_id": "x", "user": {"userID": "y"}, "time": 1})["user"] == {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from ..model import Chunk, Item, Rejection
 
 REJECT_PREFIX_BYTES = 4096
@@ -11,7 +13,9 @@ class LineBuffer:
     """Accumulates bytes of one stream and emits Chunks of whole lines.
 
     A line longer than `max_line_bytes` is not kept: its bytes are skipped up to the next
-    newline and it is emitted as a Rejection with its offset, size and first bytes.
+    newline and it is emitted as a Rejection with its offset, size and first bytes. NUL
+    bytes where a line should start (the hole a writer leaves when it keeps its offset
+    across a copytruncate) are skipped, not read as a line.
     """
 
     def __init__(self, key: str | None, path: str, offset: int, max_line_bytes: int) -> None:
@@ -23,11 +27,12 @@ class LineBuffer:
         self._skipping = False
         self._skip_prefix = b""
         self._skipped = 0
+        self.partial_since = 0.0  # monotonic time the current partial line started
 
     @property
     def pending(self) -> int:
-        """Bytes read but not yet emitted (a partial line)."""
-        return len(self._buf)
+        """Bytes read but not yet emitted (a partial line, or one being skipped)."""
+        return len(self._buf) + (self._skipped if self._skipping else 0)
 
     def reset(self, offset: int) -> None:
         self.offset = offset
@@ -36,6 +41,11 @@ class LineBuffer:
         self._skip_prefix = b""
 
     def feed(self, data: bytes, out: list[Item]) -> None:
+        was_pending = self.pending
+        if not self._buf and not self._skipping and data[:1] == b"\0":
+            stripped = data.lstrip(b"\0")
+            self.offset += len(data) - len(stripped)
+            data = stripped
         if self._skipping:
             nl = data.find(b"\n")
             if nl < 0:
@@ -56,6 +66,8 @@ class LineBuffer:
             self._skipped = len(buf)
             buf = b""
         self._buf = buf
+        if self.pending and (not was_pending or nl >= 0):
+            self.partial_since = time.monotonic()
 
     def finish(self, out: list[Item]) -> None:
         """End of input: release a partial last line (or an unterminated oversized one)."""

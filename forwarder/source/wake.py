@@ -1,11 +1,14 @@
 """Wake the tailer when watched directories change: watchdog's native observer
-(inotify on Linux), or its polling observer with --poll or when the native one fails."""
+(inotify on Linux), or its polling observer with --poll or when the native one fails
+(inotify watches or instances used up)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -16,38 +19,87 @@ log = logging.getLogger(__name__)
 
 
 class _Waker(FileSystemEventHandler):
-    def __init__(self, wake: threading.Event, on_dir_change: threading.Event) -> None:
+    def __init__(
+        self, wake: threading.Event, on_dir_change: threading.Event, on_path: Callable[[str], None] | None
+    ) -> None:
         self._wake = wake
         self._dir_change = on_dir_change
+        self._on_path = on_path
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return  # readers (ourselves included) opening files change nothing
         if event.event_type in ("created", "moved", "deleted"):
             self._dir_change.set()
+        if self._on_path is not None and not event.is_directory:
+            self._on_path(os.fsdecode(event.src_path))
+            if event.dest_path:
+                self._on_path(os.fsdecode(event.dest_path))
         self._wake.set()
 
 
-def start_observer(
-    dirs: dict[str, bool], wake: threading.Event, dir_change: threading.Event, poll: bool, poll_interval: float
-) -> BaseObserver | None:
-    """Start an observer over `dirs` (path -> recursive); None if nothing could be watched.
+@dataclass
+class Watching:
+    """What the observer covers: `native` is True when file events are trustworthy."""
 
-    The tailer also polls on its own timer, so a missing observer costs latency, not data.
+    observer: BaseObserver | None = None
+    native: bool = False
+    dirs: dict[str, bool] = field(default_factory=dict)  # real path -> recursive
+
+    def stop(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
+            self.observer.join(2)
+
+
+def start_observer(
+    dirs: dict[str, bool],
+    wake: threading.Event,
+    dir_change: threading.Event,
+    poll: bool,
+    poll_interval: float,
+    on_path: Callable[[str], None] | None = None,
+    observer_factory: Callable[[], BaseObserver] = Observer,
+) -> Watching:
+    """Start an observer over `dirs` (path -> recursive).
+
+    Directories are watched by their real path, so event paths are real paths. The
+    tailer also checks files on its own timer, so a missing observer costs latency, not
+    data.
     """
-    handler = _Waker(wake, dir_change)
-    existing = {d: r for d, r in dirs.items() if os.path.isdir(d)}
-    for d in sorted(set(dirs) - set(existing)):
-        log.warning("directory does not exist; polling for it", extra={"path": d})
+    handler = _Waker(wake, dir_change, on_path)
+    existing: dict[str, bool] = {}
+    for d, recursive in dirs.items():
+        if os.path.isdir(d):
+            real = os.path.realpath(d)
+            existing[real] = existing.get(real, False) or recursive
+        else:
+            log.warning("directory does not exist; polling for it", extra={"path": d})
     if not existing:
-        return None
-    observer: BaseObserver = PollingObserver(timeout=poll_interval) if poll else Observer()
+        return Watching()
+    observer: BaseObserver | None = None
     try:
+        observer = PollingObserver(timeout=poll_interval) if poll else observer_factory()
         for d, recursive in existing.items():
             observer.schedule(handler, d, recursive=recursive)
         observer.start()
-    except OSError as e:  # e.g. inotify watch or instance limits reached
+    except OSError as e:  # e.g. inotify watch or instance limits reached (ENOSPC, EMFILE)
         if poll:
             raise
+        if observer is not None:
+            _stop_quietly(observer)
         log.warning("native file watching failed, falling back to polling", extra={"error": str(e)})
-        return start_observer(dirs, wake, dir_change, True, poll_interval)
-    log.info("watching for changes", extra={"mode": "polling" if poll else "native", "dirs": sorted(existing)})
-    return observer
+        return start_observer(dirs, wake, dir_change, True, poll_interval, on_path)
+    mode = "polling" if poll else "native"
+    log.info("watching for changes", extra={"mode": mode, "dirs": sorted(existing)})
+    return Watching(observer, not poll, existing)
+
+
+def _stop_quietly(observer: BaseObserver) -> None:
+    try:
+        observer.unschedule_all()
+        if observer.is_alive():
+            observer.stop()
+            observer.join(2)
+    except (OSError, RuntimeError):
+        pass

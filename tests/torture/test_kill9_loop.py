@@ -109,7 +109,7 @@ def test_kill9_loop_loses_nothing_and_bounds_duplicates(fake, spawn, tmp_path: P
         resent = {s for s in seqs_of(fake.events[: crash.accepted_before])
                   if writer.offsets[s] >= crash.checkpoint}
         since_write = sum(len(r.events) for r in requests
-                          if crash.checkpoint_written - MTIME_SLACK <= r.at <= crash.killed_at + 0.05)
+                          if crash.checkpoint_written - MTIME_SLACK <= r.received <= crash.killed_at + 0.05)
         bound = IN_FLIGHT * BATCH + since_write
         assert len(resent) <= bound, (f"crash {i}: {len(resent)} events re-sent, bound {bound} "
                                       f"({IN_FLIGHT} x {BATCH} in flight + {since_write} since the checkpoint "

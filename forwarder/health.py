@@ -1,0 +1,73 @@
+"""How far behind a run is, and whether it is ready (the answer behind /readyz).
+
+Liveness (/healthz) is only "the process answers"; readiness is false while starting or
+stopping, when Statsig refuses the key (401/403/404), or when the lag exceeds the bounds
+`ready_max_lag_bytes` / `ready_max_lag_seconds` (unset: no bound).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Lag:
+    """Undelivered work: bytes behind per followed file, and the oldest unacknowledged event."""
+
+    bytes_behind: dict[str, int] = field(default_factory=dict)
+    oldest_age: float = 0.0  # seconds since the oldest event read but not yet acknowledged was read
+
+    @property
+    def max_bytes_behind(self) -> int:
+        return max(self.bytes_behind.values(), default=0)
+
+
+class LagProbe:
+    """Computes `Lag` on demand from the run's parts; safe to call from any thread.
+
+    `files` yields (path, checkpoint key, size, offset reading started at) of each open file;
+    `delivered(key)` is the key's delivered offset, or None before the first delivery;
+    `oldest_read` gives the monotonic times at which still-unacknowledged batches opened.
+    """
+
+    def __init__(
+        self,
+        files: Callable[[], list[tuple[str, str, int, int]]],
+        delivered: Callable[[str], int | None],
+        oldest_read: Callable[[], list[float | None]],
+    ) -> None:
+        self._files = files
+        self._delivered = delivered
+        self._oldest_read = oldest_read
+
+    def __call__(self) -> Lag:
+        behind: dict[str, int] = {}
+        for path, key, size, origin in self._files():
+            done = self._delivered(key)
+            behind[path] = max(0, size - (origin if done is None else done))
+        opened = [t for t in self._oldest_read() if t is not None]
+        age = time.monotonic() - min(opened) if opened else 0.0
+        return Lag(behind, max(0.0, age))
+
+
+def readiness(
+    phase: str,
+    sink_state: str,
+    lag: Lag,
+    max_lag_bytes: int | None,
+    max_lag_seconds: float | None,
+) -> tuple[bool, list[str]]:
+    """(ready, reasons it is not); `phase` is starting | running | stopping."""
+    reasons: list[str] = []
+    if phase != "running":
+        reasons.append(phase)
+    if sink_state == "auth_failed":
+        reasons.append("statsig refuses the key or URL (401/403/404)")
+    if max_lag_bytes is not None and lag.max_bytes_behind > max_lag_bytes:
+        reasons.append(f"{lag.max_bytes_behind} bytes behind > ready_max_lag_bytes {max_lag_bytes}")
+    if max_lag_seconds is not None and lag.oldest_age > max_lag_seconds:
+        reasons.append(f"oldest undelivered event {lag.oldest_age:.1f} s old > "
+                       f"ready_max_lag_seconds {max_lag_seconds:g}")
+    return not reasons, reasons
