@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import reprlib
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,9 @@ from .sink import Sink
 from .stats import Stats
 
 log = logging.getLogger(__name__)
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 100, 1000, 1000, 100_000, 1000
 
 _OUTCOME_SECONDS = {name: REQUEST_SECONDS.labels(name)
                     for name in ("ok", "retryable", "auth_failed", "rejected")}
@@ -197,8 +201,11 @@ class Senders:
     def _isolate(self, events: list[StatsigEvent], error: RejectedError) -> None:
         """Statsig refused this batch: find the refused events by halving, send the rest."""
         if len(events) == 1:
-            raw = orjson.dumps(events[0])
-            reason = f"rejected by Statsig: {error}"
+            try:
+                raw = orjson.dumps(events[0])
+            except orjson.JSONEncodeError:  # unencodable (see sink._dumps): keep what it was
+                raw = _REPR.repr(events[0]).encode()  # bounded: plain repr() recurses into RecursionError
+            reason = f"rejected by Statsig: {error}" if error.status else f"cannot be sent: {error}"
             self._deadletter.write(Rejection(None, "statsig", -1, -1, reason, raw, len(raw)))
             self._stats.add(events_rejected_by_statsig=1, events_dead_lettered=1)
             log.error("event rejected by Statsig, dead-lettered", extra={"error": str(error)})

@@ -29,6 +29,9 @@ from .model import StatsigEvent
 UnknownFields = Literal["metadata", "reject"]
 ANONYMOUS = "anonymous"
 MAX_EVENT_NAME = 128
+# 9999-12-31T23:59:59.999Z. Beyond it a time is nonsense, and past 2**64 it cannot even be
+# encoded (orjson refuses such integers), which used to kill the sender thread.
+MAX_TIME_MS = 253_402_300_799_999
 
 _USER_KINDS: dict[str, type] = {
     **dict.fromkeys(("userID", "email", "ip", "userAgent", "country", "locale", "appVersion"), str),
@@ -74,8 +77,8 @@ class Event(BaseModel):
         if isinstance(v, bool):
             raise ValueError("time must be epoch milliseconds or an ISO-8601 string")
         if isinstance(v, int | float):
-            if v < 0 or v != v:
-                raise ValueError("time must be a non-negative epoch milliseconds value")
+            if not 0 <= v <= MAX_TIME_MS:  # also false for NaN
+                raise ValueError("time must be epoch milliseconds between 0 and year 9999")
             return int(v)
         if isinstance(v, str):
             try:
@@ -84,7 +87,10 @@ class Event(BaseModel):
                 raise ValueError(f"time {v!r} is not ISO-8601 nor epoch milliseconds") from None
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=UTC)
-            return int(dt.timestamp() * 1000)
+            ms = int(dt.timestamp() * 1000)
+            if ms < 0:
+                raise ValueError(f"time {v!r} is before 1970")
+            return ms
         raise ValueError("time must be epoch milliseconds or an ISO-8601 string")
 
 
@@ -139,7 +145,7 @@ def fast_path(d: dict[str, Any]) -> StatsigEvent | None:
     t = d.get("time")
     if t is None:
         t = int(_time.time() * 1000)
-    elif type(t) is not int or t < 0:
+    elif type(t) is not int or not 0 <= t <= MAX_TIME_MS:
         return None
     else:
         seen += 1

@@ -108,7 +108,7 @@ class Reader:
             except orjson.JSONDecodeError:
                 event = None
             if event is None:
-                if not line.strip():
+                if not line.strip(b" \t\r"):  # JSON whitespace only; a form feed is garbage
                     continue
                 try:
                     event = decode_line(line, self.unknown_fields)

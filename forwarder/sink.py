@@ -61,7 +61,7 @@ class StatsigSink:
         )
 
     def encode(self, events: list[StatsigEvent]) -> bytes:
-        body = orjson.dumps({"events": events, "statsigMetadata": self._metadata})
+        body = _dumps({"events": events, "statsigMetadata": self._metadata})
         return gzip.compress(body, compresslevel=self._gzip_level, mtime=0)
 
     def send(self, events: list[StatsigEvent], retry_count: int = 0) -> None:
@@ -104,6 +104,16 @@ def classify(status: int, body: bytes, retry_after: str | None = None) -> None:
     raise RetryableError(f"HTTP {status}: {text}", status, _parse_retry_after(retry_after))
 
 
+def _dumps(doc: object) -> bytes:
+    try:
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError as e:
+        # orjson writes at most 254 levels of nesting but reads 1024: such an event decodes
+        # yet can never be sent. A rejection gets it isolated and dead-lettered, instead of
+        # killing the sender thread (which stalled the pipeline for good).
+        raise RejectedError(f"cannot encode as JSON: {e}") from None
+
+
 def _parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -125,7 +135,7 @@ class StdoutSink:
         self._lock = threading.Lock()
 
     def send(self, events: list[StatsigEvent], retry_count: int = 0) -> None:
-        data = b"".join(orjson.dumps(e) + b"\n" for e in events)
+        data = b"".join(_dumps(e) + b"\n" for e in events)
         with self._lock:
             self._stream.write(data)
             self._stream.flush()
