@@ -22,7 +22,6 @@ from types import FrameType
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from watchdog.observers.api import BaseObserver
 
 from .batcher import Batcher
 from .checkpoint import Checkpoints, StateDirLock
@@ -40,7 +39,7 @@ from .sink import Sink, StatsigSink, StdoutSink
 from .source import Source
 from .source.files import FileTailer, TailOptions
 from .source.stdin import StreamSource
-from .source.wake import start_observer
+from .source.wake import Watching, start_observer
 from .startup_check import check_in_background
 from .stats import Stats
 
@@ -95,7 +94,7 @@ class _Live:
     """The running parts a reload may adjust."""
 
     tailer: FileTailer | None
-    observer: BaseObserver | None
+    observer: Watching | None
     dir_change: threading.Event
     batcher: Batcher
     backoff: Backoff
