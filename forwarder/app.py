@@ -14,16 +14,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 from .batcher import Batcher
-from .checkpoint import Checkpoints, StateDirLock
+from .checkpoint import CHECKPOINT_FILE, LOCK_FILE, Checkpoints, StateDirLock
+from .codec import decode_line
 from .deadletter import DeadLetter
 from .delivery import Acker, Backoff, Senders
 from .logs import redact
 from .model import Batch
-from .pipeline import Reader
+from .pipeline import Decoder, Reader
+from .ratelimit import TokenBucket
 from .settings import Settings
 from .sink import Sink, StatsigSink, StdoutSink
 from .source import Source
@@ -40,6 +42,19 @@ log = logging.getLogger(__name__)
 class RunResult:
     stats: dict[str, int | str]
     clean: bool  # everything read was delivered
+    interrupted: bool = False  # stopped by a signal before the source was exhausted
+
+
+@dataclass
+class RunHooks:
+    """What a one-shot command such as `replay` changes in a run; the defaults are `run`'s."""
+
+    namespace: str = CHECKPOINT_FILE  # checkpoint file name in the state dir
+    lock_name: str = LOCK_FILE
+    make_source: Callable[[Checkpoints], Source] | None = None  # instead of stdin / FileTailer
+    decode: Decoder = field(default=decode_line)  # may return None: event skipped
+    limiter: TokenBucket | None = None  # pace the senders (events/s)
+    tick: Callable[[Source, Stats], None] | None = None  # from the main thread, about 5 times a second
 
 
 class CheckpointWriter(threading.Thread):
@@ -77,8 +92,9 @@ class CheckpointWriter(threading.Thread):
 class Forwarder:
     """One configured forwarding process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, hooks: RunHooks | None = None) -> None:
         self.settings = settings
+        self.hooks = hooks or RunHooks()
         self.stats = Stats()
         self.wake = threading.Event()
         self._signals = 0
@@ -86,7 +102,7 @@ class Forwarder:
     def run(self) -> RunResult:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
-        lock = StateDirLock(s.state_dir)
+        lock = StateDirLock(s.state_dir, self.hooks.lock_name)
         lock.acquire()
         try:
             return self._run()
@@ -95,10 +111,11 @@ class Forwarder:
 
     def _run(self) -> RunResult:
         s = self.settings
+        h = self.hooks
         assert s.dead_letter_path is not None
-        stdin_mode = s.paths == ["-"]
+        stdin_mode = s.paths == ["-"] and h.make_source is None
         dry_run = s.dry_run or s.secret_key is None
-        checkpoints = Checkpoints(s.state_dir)
+        checkpoints = Checkpoints(s.state_dir, h.namespace)
         deadletter = DeadLetter(s.dead_letter_path)
         sink = self._sink(dry_run)
         commit = not stdin_mode and (not dry_run or s.commit)
@@ -106,7 +123,9 @@ class Forwarder:
         source: Source
         observer = None
         dir_change = threading.Event()
-        if stdin_mode:
+        if h.make_source is not None:
+            source = h.make_source(checkpoints)
+        elif stdin_mode:
             source = StreamSource(sys.stdin.buffer, s.max_line_bytes, self.wake)
         else:
             tailer = FileTailer(
@@ -119,10 +138,16 @@ class Forwarder:
         batches: queue.Queue[Batch | None] = queue.Queue(maxsize=s.max_in_flight)
         acker = Acker(checkpoints if commit else None, source.location)
         senders = Senders(sink, batches, acker, deadletter, self.stats,
-                          Backoff(s.retry_initial, s.retry_max), s.max_in_flight)
+                          Backoff(s.retry_initial, s.retry_max), s.max_in_flight, h.limiter)
         reader = Reader(source, Batcher(s.batch_size, s.batch_bytes, s.flush_interval), batches, deadletter,
                         self.stats, self.wake, s.poll_interval, s.max_line_bytes, s.unknown_fields,
-                        s.max_in_flight)
+                        s.max_in_flight, h.decode, s.event_id_field)
+        on_tick = h.tick
+
+        def tick() -> None:
+            if on_tick is not None:
+                on_tick(source, self.stats)
+
         writer = CheckpointWriter(checkpoints, deadletter, s.checkpoint_interval)
         reader_thread = threading.Thread(target=reader.run, name="reader", daemon=True)
 
@@ -134,11 +159,12 @@ class Forwarder:
                 writer.start()
             while reader_thread.is_alive() and not reader.stop.is_set():
                 reader_thread.join(0.2)
+                tick()
             # Reading stopped (signal or end of stdin): deliver what was read.
             deadline = None if not reader.stop.is_set() else time.monotonic() + s.shutdown_timeout
             while reader_thread.is_alive() and not reader.abort.is_set():
                 reader_thread.join(0.1)
-            clean = self._drain(senders, reader, deadline)
+            clean = self._drain(senders, reader, deadline, tick)
         finally:
             restore()
             writer.stopped.set()
@@ -151,10 +177,12 @@ class Forwarder:
             deadletter.close()
         snapshot = self.stats.snapshot()
         log.info("stopped", extra={**snapshot, "delivered_everything_read": clean})
-        return RunResult(snapshot, clean)
+        return RunResult(snapshot, clean, interrupted=self._signals > 0)
 
-    def _drain(self, senders: Senders, reader: Reader, deadline: float | None) -> bool:
+    def _drain(self, senders: Senders, reader: Reader, deadline: float | None,
+               tick: Callable[[], None] = lambda: None) -> bool:
         while not reader.abort.is_set():
+            tick()
             step = time.monotonic() + 0.1
             if deadline is not None:
                 step = min(step, deadline)

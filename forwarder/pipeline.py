@@ -6,18 +6,22 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 from .batcher import Batcher
 from .codec import LineError, decode_line
 from .deadletter import DeadLetter
 from .event import UnknownFields
-from .model import Batch, Chunk, Item, Rejection
+from .model import Batch, Chunk, Item, Rejection, StatsigEvent
 from .source import Source
 from .stats import Stats
 
 log = logging.getLogger(__name__)
 
 READ_BUDGET = 1024 * 1024  # bytes per file per poll: one busy file cannot starve the rest
+
+Decoder = Callable[[bytes, UnknownFields], StatsigEvent | None]
+"""decode_line, or a wrapper that may return None: a valid event left out on purpose (skipped)."""
 
 
 class Reader:
@@ -39,6 +43,8 @@ class Reader:
         max_line_bytes: int,
         unknown_fields: UnknownFields,
         senders: int,
+        decode: Decoder = decode_line,
+        event_id_field: str = "",
     ) -> None:
         self.source = source
         self.batcher = batcher
@@ -50,6 +56,8 @@ class Reader:
         self.max_line_bytes = max_line_bytes
         self.unknown_fields = unknown_fields
         self.senders = senders
+        self.decode = decode
+        self.event_id_field = event_id_field  # metadata key of "<fingerprint>:<offset>"; "" = none
         self.stop = threading.Event()  # stop reading, ship what was read
         self.abort = threading.Event()  # give up even on shipping
 
@@ -90,7 +98,11 @@ class Reader:
         add = self.batcher.add
         max_len = self.max_line_bytes
         unknown = self.unknown_fields
+        decode = self.decode
+        id_field = self.event_id_field
+        id_prefix = key + ":" if key is not None and id_field else None
         n_events = 0
+        n_skipped = 0
         for line in lines:
             start = offset
             offset += len(line) + 1
@@ -101,11 +113,19 @@ class Reader:
             if not line.strip():
                 continue
             try:
-                event = decode_line(line, unknown)
+                event = decode(line, unknown)
             except LineError as e:
                 self._reject(Rejection(key, chunk.path, start, offset, str(e), line, len(line)))
                 continue
             n_events += 1
+            if event is None:
+                n_skipped += 1
+                continue
+            if id_prefix is not None:
+                try:
+                    event["metadata"][id_field] = id_prefix + str(start)
+                except KeyError:
+                    event["metadata"] = {id_field: id_prefix + str(start)}
             if add(event, len(line)):
                 if key is not None:
                     self.batcher.mark(key, offset)
@@ -114,7 +134,7 @@ class Reader:
             offset -= 1  # no newline after the last line
         if key is not None:
             self.batcher.mark(key, offset)
-        self.stats.add(lines_read=len(lines), events_read=n_events)
+        self.stats.add(lines_read=len(lines), events_read=n_events, events_skipped=n_skipped)
 
     def _reject(self, rejection: Rejection) -> None:
         delay = 0.5
