@@ -44,6 +44,7 @@ class Request:
     headers: dict[str, str]
     events: list[dict[str, Any]]
     status: int
+    received: float = field(default_factory=time.monotonic)  # when its body was read
 
 
 @dataclass
