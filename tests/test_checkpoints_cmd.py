@@ -39,7 +39,8 @@ def test_list_show_set_reset_move_the_next_run(spawn, fake, tmp_path):
     assert rc == 0
     [row] = orjson.loads(out)
     size = path.stat().st_size
-    assert (row["path"], row["offset"], row["size"], row["lag"], row["status"]) == (str(path), size, size, 0, "ok")
+    got = (row["path"], row["offset"], row["size"], row["lag"], row["status"])
+    assert got == (str(path), size, size, 0, "ok")
     assert row["fingerprint"].startswith("crc:") and row["last_delivered"]
     rc, out, _ = ckpt(spawn, "list", "--state-dir", str(state))
     assert rc == 0 and str(path) in out and row["fingerprint"] in out
@@ -68,11 +69,12 @@ def test_replay_namespace_is_separate(spawn, fake, tmp_path):
     state = tmp_path / "state"
     cli = spawn("replay", str(path), *fast_args(fake, state))
     assert cli.wait() == 0
-    rc, out, _ = ckpt(spawn, "list", "--state-dir", str(state), "--json")
+    _, out, _ = ckpt(spawn, "list", "--state-dir", str(state), "--json")
     assert orjson.loads(out) == []
-    rc, out, _ = ckpt(spawn, "list", "--state-dir", str(state), "--json", "--namespace", "replay")
+    replay_ns = ["--state-dir", str(state), "--namespace", "replay"]
+    _, out, _ = ckpt(spawn, "list", "--json", *replay_ns)
     assert [r["offset"] for r in orjson.loads(out)] == [path.stat().st_size]
-    assert ckpt(spawn, "set", str(path), str(starts[15]), "--state-dir", str(state), "--namespace", "replay")[0] == 0
+    assert ckpt(spawn, "set", str(path), str(starts[15]), *replay_ns)[0] == 0
     again = spawn("replay", str(path), *fast_args(fake, state))
     assert again.wait() == 0
     assert seqs(fake) == [*range(20), *range(15, 20)]
@@ -101,7 +103,8 @@ def test_second_run_on_the_same_state_dir_is_refused(spawn, fake, tmp_path):
     assert fake.wait_for(10)
     second = spawn("run", str(path), *fast_args(fake, state))
     assert second.wait(timeout=15) == 2
-    assert f"in use by pid {first.proc.pid}; only one forwarder may own a state directory" in second.stderr.decode()
+    message = f"in use by pid {first.proc.pid}; only one forwarder may own a state directory"
+    assert message in second.stderr.decode()
     assert first.proc.poll() is None  # the owner carries on
     with open(path, "ab") as f:
         f.write(event_line(10))

@@ -37,6 +37,7 @@ def test_event_id_field_is_configurable_and_can_be_disabled(spawn, fake, tmp_pat
     assert cli.wait() == 0
     assert [sorted(e["metadata"]) for e in fake.events] == [["eid", "nested", "seq"]] * 2
     fake.events.clear()
-    off = spawn("run", "--once", str(path), *fast_args(fake, tmp_path / "s2"), env={"FORWARDER_EVENT_ID_FIELD": ""})
+    no_id = {"FORWARDER_EVENT_ID_FIELD": ""}
+    off = spawn("run", "--once", str(path), *fast_args(fake, tmp_path / "s2"), env=no_id)
     assert off.wait() == 0
     assert [sorted(e["metadata"]) for e in fake.events] == [["nested", "seq"]] * 2
