@@ -29,7 +29,8 @@ if not GEN.exists():
     GEN = Path("/work/shared/bench/gen_events.py")
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None, shell: bool = False) -> tuple[float, float, int, bytes]:
+def timed(cmd: list[str], env: dict[str, str] | None = None,
+          shell: bool = False) -> tuple[float, float, int, bytes]:
     """(wall s, CPU s, peak RSS KiB, stdout) of one child process (and, for a shell, its pipeline)."""
     start = time.perf_counter()
     before = os.times()
@@ -65,7 +66,8 @@ def main() -> None:
 
     wall, cpu, _, out = timed([f"zcat {gz} | wc -l"], shell=True)
     assert int(out.split()[0]) == args.lines
-    print(f"zcat | wc -l              {wall:6.2f} s wall  {cpu:6.2f} CPU s  {args.lines / wall:>10,.0f} lines/s")
+    print(f"zcat | wc -l              {wall:6.2f} s wall  {cpu:6.2f} CPU s  "
+          f"{args.lines / wall:>10,.0f} lines/s")
 
     fake = FakeStatsig(keep_events=False).start()
     state = work / f"state-{time.time_ns()}"
@@ -78,12 +80,13 @@ def main() -> None:
     finally:
         fake.stop()
     assert fake.event_count == args.lines, f"fake received {fake.event_count} of {args.lines}"
-    print(f"statsig-forwarder replay  {wall:6.2f} s wall  {cpu:6.2f} CPU s  {args.lines / wall:>10,.0f} events/s"
-          f"  peak RSS {rss / 1024:.0f} MB  (all {fake.event_count:,} received by the fake)")
+    print(f"statsig-forwarder replay  {wall:6.2f} s wall  {cpu:6.2f} CPU s  "
+          f"{args.lines / wall:>10,.0f} events/s  peak RSS {rss / 1024:.0f} MB"
+          f"  (all {fake.event_count:,} received by the fake)")
     # The same replay printing to /dev/null instead of posting: the forwarder alone, no HTTP, no fake.
     wall, cpu, rss, _ = timed([*cmd[:-4], "--state-dir", f"{state}-dry", "--dry-run"], env=env)
-    print(f"  same, --dry-run >/dev/null {wall:6.2f} s wall  {cpu:6.2f} CPU s  {args.lines / wall:>10,.0f} events/s"
-          f"  peak RSS {rss / 1024:.0f} MB")
+    print(f"  same, --dry-run >/dev/null {wall:6.2f} s wall  {cpu:6.2f} CPU s  "
+          f"{args.lines / wall:>10,.0f} events/s  peak RSS {rss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":

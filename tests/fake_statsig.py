@@ -153,6 +153,8 @@ class FakeStatsig:
                 self.event_count += len(request.events)
                 if self.keep_events:
                     self.events.extend(request.events)
+            if not self.keep_events:
+                request.events = []  # keep nothing: a long benchmark must not grow the fake
             self._changed.notify_all()
 
     def wait_for(self, n: int, timeout: float = 30.0) -> bool:

@@ -145,3 +145,23 @@ def test_replay_rate_is_respected(spawn, fake, tmp_path):
     span = accepted[-1].received - accepted[0].received
     measured = (250 - len(accepted[0].events)) / span
     assert 0.9 * rate <= measured <= 1.1 * rate, measured
+
+
+def test_replay_reads_a_plain_file_and_its_gz_copy_once(spawn, fake, tmp_path):
+    lines = [event_line(i) for i in range(50)]
+    plain = write(tmp_path / "events.ndjson.1", lines, mtime_ago=100)
+    write(tmp_path / "events.ndjson.1.gz", lines)
+    cli = spawn("replay", str(tmp_path / "events.ndjson.1*"), *fast_args(fake, tmp_path / "state"))
+    assert cli.wait() == 0
+    assert seqs(fake) == list(range(50))
+    assert plain.exists()
+
+
+def test_replay_of_a_truncated_gz_delivers_the_complete_lines(spawn, fake, tmp_path):
+    data = gzip.compress(b"".join(event_line(i) for i in range(2000)))
+    (tmp_path / "cut.ndjson.gz").write_bytes(data[: len(data) // 2])
+    cli = spawn("replay", "cut.ndjson.gz", *fast_args(fake, tmp_path / "state"))
+    assert cli.wait() == 0
+    got = seqs(fake)
+    assert 0 < len(got) < 2000 and sorted(got) == list(range(len(got)))
+    assert any("truncated or corrupt" in r.get("msg", "") for r in cli.logs())

@@ -103,7 +103,8 @@ class GzipSource:
         out: list[Item] = []
         while budget > 0 and not self._done:
             try:
-                data = self._gz.read(min(READ_SIZE, budget))
+                # read1: one decompression step at a time, so a damaged tail costs only itself
+                data = self._gz.read1(min(READ_SIZE, budget))
             except (OSError, EOFError, zlib.error) as e:
                 log.error("gzip file is truncated or corrupt; stopping at the last complete line",
                           extra={"path": self.path, "offset": self._lines.offset + self._lines.pending,
