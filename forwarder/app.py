@@ -98,9 +98,13 @@ class Forwarder:
         self.stats = Stats()
         self.wake = threading.Event()
         self._signals = 0
+        self._deadline: float | None = None  # set by the first stop signal
 
     def run(self) -> RunResult:
         s = self.settings
+        # The reader is CPU-bound; with the default 5 ms switch interval a sender coming back
+        # from a socket wait queues for the GIL several times per request.
+        sys.setswitchinterval(0.0005)
         s.state_dir.mkdir(parents=True, exist_ok=True)
         lock = StateDirLock(s.state_dir, self.hooks.lock_name)
         lock.acquire()
@@ -157,14 +161,14 @@ class Forwarder:
             reader_thread.start()
             if commit:
                 writer.start()
-            while reader_thread.is_alive() and not reader.stop.is_set():
-                reader_thread.join(0.2)
-                tick()
-            # Reading stopped (signal or end of stdin): deliver what was read.
-            deadline = None if not reader.stop.is_set() else time.monotonic() + s.shutdown_timeout
+            # Runs until a signal or the end of the input; then delivers what was read,
+            # within shutdown_timeout of the signal if there was one.
             while reader_thread.is_alive() and not reader.abort.is_set():
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    break
                 reader_thread.join(0.1)
-            clean = self._drain(senders, reader, deadline, tick)
+                tick()
+            clean = self._drain(senders, reader, tick)
         finally:
             restore()
             writer.stopped.set()
@@ -179,10 +183,10 @@ class Forwarder:
         log.info("stopped", extra={**snapshot, "delivered_everything_read": clean})
         return RunResult(snapshot, clean, interrupted=self._signals > 0)
 
-    def _drain(self, senders: Senders, reader: Reader, deadline: float | None,
-               tick: Callable[[], None] = lambda: None) -> bool:
+    def _drain(self, senders: Senders, reader: Reader, tick: Callable[[], None] = lambda: None) -> bool:
         while not reader.abort.is_set():
             tick()
+            deadline = self._deadline
             step = time.monotonic() + 0.1
             if deadline is not None:
                 step = min(step, deadline)
@@ -214,6 +218,7 @@ class Forwarder:
         def handle(signum: int, frame: FrameType | None) -> None:
             self._signals += 1
             if self._signals == 1:
+                self._deadline = time.monotonic() + self.settings.shutdown_timeout
                 log.info("stopping: finishing delivery of what was read",
                          extra={"signal": signal.Signals(signum).name,
                                 "timeout_s": self.settings.shutdown_timeout})

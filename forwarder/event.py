@@ -30,8 +30,10 @@ UnknownFields = Literal["metadata", "reject"]
 ANONYMOUS = "anonymous"
 MAX_EVENT_NAME = 128
 
-_USER_STR_FIELDS = ("userID", "email", "ip", "userAgent", "country", "locale", "appVersion")
-_USER_DICT_FIELDS = ("custom", "customIDs", "privateAttributes", "statsigEnvironment")
+_USER_KINDS: dict[str, type] = {
+    **dict.fromkeys(("userID", "email", "ip", "userAgent", "country", "locale", "appVersion"), str),
+    **dict.fromkeys(("custom", "customIDs", "privateAttributes", "statsigEnvironment"), dict),
+}
 _EVENT_FIELDS = frozenset(("event_name", "user_id", "user", "value", "metadata", "time"))
 
 
@@ -93,10 +95,10 @@ class InvalidEvent(ValueError):
 
 def to_statsig(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata") -> StatsigEvent:
     """Validate one decoded line and return its Statsig wire event (raises InvalidEvent)."""
-    return _fast(obj) or _slow(obj, unknown_fields)
+    return fast_path(obj) or _slow(obj, unknown_fields)
 
 
-def _fast(d: dict[str, Any]) -> StatsigEvent | None:
+def fast_path(d: dict[str, Any]) -> StatsigEvent | None:
     """The common case without pydantic; None means "let the model decide"."""
     if not _EVENT_FIELDS.issuperset(d):
         return None
@@ -144,20 +146,13 @@ def _fast(d: dict[str, Any]) -> StatsigEvent | None:
 
 
 def _plain_user(user: dict[str, Any]) -> bool:
+    kinds = _USER_KINDS
     for k, v in user.items():
-        if k in _USER_STR_FIELDS:
-            if type(v) is not str:
-                return False
-        elif k in _USER_DICT_FIELDS:
-            if type(v) is not dict:
-                return False
-            if k == "customIDs" and not all(type(x) in (str, int, float) for x in v.values()):
-                return False
-            if k == "statsigEnvironment" and not all(type(x) is str for x in v.values()):
-                return False
-        else:
+        if type(v) is not kinds.get(k):
             return False
-    return True
+    if "customIDs" in user and not all(type(x) in (str, int, float) for x in user["customIDs"].values()):
+        return False
+    return "statsigEnvironment" not in user or all(type(x) is str for x in user["statsigEnvironment"].values())
 
 
 def _slow(obj: dict[str, Any], unknown_fields: UnknownFields) -> StatsigEvent:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
+
+import orjson
 
 from .batcher import Batcher
 from .codec import LineError, decode_line
 from .deadletter import DeadLetter
-from .event import UnknownFields
-from .model import Batch, Chunk, Item, Rejection, StatsigEvent
+from .event import UnknownFields, fast_path
+from .model import Batch, Chunk, Rejection, StatsigEvent
 from .source import Source
 from .stats import Stats
 
@@ -97,8 +99,9 @@ class Reader:
         offset = chunk.start
         add = self.batcher.add
         max_len = self.max_line_bytes
-        unknown = self.unknown_fields
+        loads, fast = orjson.loads, fast_path
         decode = self.decode
+        inline = decode is decode_line  # a custom decoder (replay's filters) sees every line
         id_field = self.event_id_field
         id_prefix = key + ":" if key is not None and id_field else None
         n_events = 0
@@ -110,17 +113,26 @@ class Reader:
                 self._reject(Rejection(key, chunk.path, start, offset, f"line too long: {len(line)} bytes > "
                                        f"max_line_bytes {max_len}", line[:4096], len(line)))
                 continue
-            if not line.strip():
-                continue
-            try:
-                event = decode(line, unknown)
-            except LineError as e:
-                self._reject(Rejection(key, chunk.path, start, offset, str(e), line, len(line)))
-                continue
-            n_events += 1
+            event = None
+            if inline:
+                try:  # the common case inline; decode_line decides (and explains) the rest
+                    obj = loads(line)
+                    event = fast(obj) if type(obj) is dict else None
+                except orjson.JSONDecodeError:
+                    pass
             if event is None:
-                n_skipped += 1
-                continue
+                if not line.strip():
+                    continue
+                try:
+                    event = decode(line, self.unknown_fields)
+                except LineError as e:
+                    self._reject(Rejection(key, chunk.path, start, offset, str(e), line, len(line)))
+                    continue
+                if event is None:
+                    n_events += 1
+                    n_skipped += 1
+                    continue
+            n_events += 1
             if id_prefix is not None:
                 try:
                     event["metadata"][id_field] = id_prefix + str(start)
@@ -164,8 +176,6 @@ class Reader:
             except queue.Full:
                 if self.abort.is_set() and not force:
                     return
-                if self.abort.is_set():
-                    try:  # senders are gone; make room for the stop sentinel
+                if self.abort.is_set():  # senders are gone; make room for the stop sentinel
+                    with contextlib.suppress(queue.Empty):
                         self.batches.get_nowait()
-                    except queue.Empty:
-                        pass
