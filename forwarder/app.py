@@ -296,7 +296,7 @@ class Forwarder:
         assert key is not None
         log.info("forwarding to Statsig", extra={"url": f"{s.statsig_api}/log_event", "key": redact(key)})
         check_in_background(s)
-        return StatsigSink(s.statsig_api, key, s.request_timeout, s.max_in_flight, s.gzip_level)
+        return StatsigSink(s.statsig_api, key, s.request_timeout, s.gzip_level)
 
     def _reload(self, live: _Live) -> None:
         """Re-read the configuration and apply what can change while running.
