@@ -111,4 +111,4 @@ def hardware() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
 
 
-__all__ = ["DATA", "FakeStatsig", "RemoteFake", "ChildUsage", "events_file", "forwarder_cmd", "hardware", "run_child"]
+__all__ = ["DATA", "ChildUsage", "FakeStatsig", "RemoteFake", "events_file", "forwarder_cmd", "hardware", "run_child"]

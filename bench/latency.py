@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import orjson
-
 from _common import ROOT, FakeStatsig, forwarder_cmd, hardware
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import orjson
 import urllib3
-
 from _common import RemoteFake, events_file, forwarder_cmd, hardware, run_child
 
 SECRET = "secret-bench-0000000000"

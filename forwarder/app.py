@@ -16,16 +16,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from watchdog.observers.api import BaseObserver
 
 from .batcher import Batcher
-from .checkpoint import Checkpoints, StateDirLock
+from .checkpoint import CHECKPOINT_FILE, LOCK_FILE, Checkpoints, StateDirLock
+from .codec import decode_line
 from .deadletter import DeadLetter
 from .delivery import Acker, Backoff, Senders
 from .errors import ConfigError
@@ -33,14 +33,15 @@ from .health import Lag, LagProbe, readiness
 from .logs import redact
 from .metrics import RunCollector
 from .model import Batch
-from .pipeline import Reader
+from .pipeline import Decoder, Reader
+from .ratelimit import TokenBucket
 from .sdnotify import Notifier, Watchdog
 from .settings import Settings, parse_listen
 from .sink import Sink, StatsigSink, StdoutSink
 from .source import Source
 from .source.files import FileTailer, TailOptions
 from .source.stdin import StreamSource
-from .source.wake import start_observer
+from .source.wake import Watching, start_observer
 from .startup_check import check_in_background
 from .stats import Stats
 
@@ -51,6 +52,19 @@ log = logging.getLogger(__name__)
 class RunResult:
     stats: dict[str, int | str]
     clean: bool  # everything read was delivered
+    interrupted: bool = False  # stopped by a signal before the source was exhausted
+
+
+@dataclass
+class RunHooks:
+    """What a one-shot command such as `replay` changes in a run; the defaults are `run`'s."""
+
+    namespace: str = CHECKPOINT_FILE  # checkpoint file name in the state dir
+    lock_name: str = LOCK_FILE
+    make_source: Callable[[Checkpoints], Source] | None = None  # instead of stdin / FileTailer
+    decode: Decoder = field(default=decode_line)  # may return None: event skipped
+    limiter: TokenBucket | None = None  # pace the senders (events/s)
+    tick: Callable[[Source, Stats], None] | None = None  # from the main thread, about 5 times a second
 
 
 class CheckpointWriter(threading.Thread):
@@ -95,7 +109,7 @@ class _Live:
     """The running parts a reload may adjust."""
 
     tailer: FileTailer | None
-    observer: BaseObserver | None
+    observer: Watching | None
     dir_change: threading.Event
     batcher: Batcher
     backoff: Backoff
@@ -108,8 +122,14 @@ class Forwarder:
     and applies the RELOADABLE options without stopping delivery.
     """
 
-    def __init__(self, settings: Settings, reload: Callable[[], Settings] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        reload: Callable[[], Settings] | None = None,
+        hooks: RunHooks | None = None,
+    ) -> None:
         self.settings = settings
+        self.hooks = hooks or RunHooks()
         self._reload_settings = reload
         self._reload_requested = threading.Event()
         self.stats = Stats()
@@ -136,7 +156,7 @@ class Forwarder:
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
         s.state_dir.mkdir(parents=True, exist_ok=True)
-        lock = StateDirLock(s.state_dir)
+        lock = StateDirLock(s.state_dir, self.hooks.lock_name)
         lock.acquire()
         try:
             http = serve_http(s.metrics_listen, self.ready) if s.metrics_listen else None
@@ -151,10 +171,11 @@ class Forwarder:
 
     def _run(self) -> RunResult:
         s = self.settings
+        h = self.hooks
         assert s.dead_letter_path is not None
-        stdin_mode = s.paths == ["-"]
+        stdin_mode = s.paths == ["-"] and h.make_source is None
         dry_run = s.dry_run or s.secret_key is None
-        checkpoints = Checkpoints(s.state_dir)
+        checkpoints = Checkpoints(s.state_dir, h.namespace)
         deadletter = DeadLetter(s.dead_letter_path)
         sink = self._sink(dry_run)
         commit = not stdin_mode and (not dry_run or s.commit)
@@ -163,7 +184,9 @@ class Forwarder:
         observer = None
         tailer: FileTailer | None = None
         dir_change = threading.Event()
-        if stdin_mode:
+        if h.make_source is not None:
+            source = h.make_source(checkpoints)
+        elif stdin_mode:
             source = StreamSource(sys.stdin.buffer, s.max_line_bytes, self.wake)
         else:
             tailer = FileTailer(s.paths, checkpoints, TailOptions.from_settings(s), dir_change)
@@ -175,10 +198,17 @@ class Forwarder:
         batches: queue.Queue[Batch | None] = queue.Queue(maxsize=s.max_in_flight)
         acker = Acker(checkpoints if commit else None, source.location)
         backoff = Backoff(s.retry_initial, s.retry_max)
-        senders = Senders(sink, batches, acker, deadletter, self.stats, backoff, s.max_in_flight)
+        senders = Senders(sink, batches, acker, deadletter, self.stats, backoff, s.max_in_flight,
+                          h.limiter)
         reader = Reader(source, Batcher(s.batch_size, s.batch_bytes, s.flush_interval), batches, deadletter,
                         self.stats, self.wake, s.poll_interval, s.max_line_bytes, s.unknown_fields,
-                        s.max_in_flight)
+                        s.max_in_flight, h.decode, s.event_id_field)
+        on_tick = h.tick
+
+        def tick() -> None:
+            if on_tick is not None:
+                on_tick(source, self.stats)
+
         writer = CheckpointWriter(checkpoints, deadletter, s.checkpoint_interval)
         reader_thread = threading.Thread(target=reader.run, name="reader", daemon=True)
 
@@ -217,7 +247,8 @@ class Forwarder:
                 if self._deadline is not None and time.monotonic() >= self._deadline:
                     break
                 reader_thread.join(0.1)
-            clean = self._drain(senders, reader)
+                tick()
+            clean = self._drain(senders, reader, tick)
         finally:
             self.phase = "stopping"
             restore()
@@ -234,10 +265,11 @@ class Forwarder:
             deadletter.close()
         snapshot = self.stats.snapshot()
         log.info("stopped", extra={**snapshot, "delivered_everything_read": clean})
-        return RunResult(snapshot, clean)
+        return RunResult(snapshot, clean, interrupted=self._signals > 0)
 
-    def _drain(self, senders: Senders, reader: Reader) -> bool:
+    def _drain(self, senders: Senders, reader: Reader, tick: Callable[[], None] = lambda: None) -> bool:
         while not reader.abort.is_set():
+            tick()
             deadline = self._deadline
             step = time.monotonic() + 0.1
             if deadline is not None:
@@ -264,7 +296,7 @@ class Forwarder:
         assert key is not None
         log.info("forwarding to Statsig", extra={"url": f"{s.statsig_api}/log_event", "key": redact(key)})
         check_in_background(s)
-        return StatsigSink(s.statsig_api, key, s.request_timeout, s.max_in_flight, s.gzip_level)
+        return StatsigSink(s.statsig_api, key, s.request_timeout, s.gzip_level)
 
     def _reload(self, live: _Live) -> None:
         """Re-read the configuration and apply what can change while running.

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 CHECKPOINT_FILE = "checkpoints.json"
 LOCK_FILE = "lock"
+REPLAY_CHECKPOINT_FILE = "replay-checkpoints.json"  # `replay` keeps its own positions...
+REPLAY_LOCK_FILE = "replay.lock"  # ...and its own lock, so it can run beside `run`
 
 
 @dataclass(slots=True)
@@ -46,8 +48,9 @@ class FileState:
 class Checkpoints:
     """Thread-safe view of delivered positions plus its durable writer."""
 
-    def __init__(self, state_dir: Path, namespace: str = CHECKPOINT_FILE) -> None:
+    def __init__(self, state_dir: Path, namespace: str = CHECKPOINT_FILE, readonly: bool = False) -> None:
         self.path = state_dir / namespace
+        self.readonly = readonly  # inspect only: never move a file aside (its owner may be writing it)
         self._tmp = self.path.with_name(self.path.name + ".tmp")
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writer of the temp file at a time
@@ -154,6 +157,8 @@ class Checkpoints:
                 self._files = _parse(candidate.read_bytes())
             except (OSError, ValueError) as e:
                 problems.append(f"{candidate}: {e}")
+                if self.readonly:
+                    continue
                 with contextlib.suppress(OSError):
                     aside = candidate.with_name(f"{candidate.name}.corrupt-{int(time.time())}")
                     candidate.rename(aside)
@@ -169,6 +174,7 @@ class Checkpoints:
             break
         if problems:
             self.load_problem = "; ".join(problems)
+        if problems and not self.readonly:
             log.error(
                 "checkpoint file unreadable, moved aside; files without a valid checkpoint are read "
                 "from the start (duplicates possible, nothing lost)",
@@ -231,10 +237,10 @@ def fsync_dir(directory: Path) -> None:
 
 
 class StateDirLock:
-    """An exclusive flock on <state_dir>/lock, held for the life of a run."""
+    """An exclusive flock on <state_dir>/lock (or `name`), held for the life of a run."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / LOCK_FILE
+    def __init__(self, state_dir: Path, name: str = LOCK_FILE) -> None:
+        self.path = state_dir / name
         self._fd: int | None = None
 
     def acquire(self) -> None:

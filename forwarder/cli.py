@@ -111,3 +111,218 @@ def check(config: Path | None, **options: Any) -> None:
     result = check_statsig(settings)
     click.echo(Scrubber([settings.secret_key or ""])(result.describe()), err=not result.ok)
     sys.exit(0 if result.ok else 1)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--since", help="Only events with time >= this (ISO-8601, or epoch ms).")
+@click.option("--until", help="Only events with time < this (ISO-8601, or epoch ms).")
+@click.option("--require-time", is_flag=True, help="Skip events without a time (kept by default).")
+@click.option("--filter-event", "filter_event", multiple=True, metavar="NAME",
+              help="Only events with this event_name (repeatable).")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), metavar="EVENTS_PER_S",
+              help="Deliver at most this many events a second.")
+@click.option("--restart", is_flag=True, help="Forget this replay's saved positions of FILES; start over.")
+@click.option("--progress-interval", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Seconds between progress log lines (when not on a terminal).")
+@settings_options
+def replay(config: Path | None, files: tuple[str, ...], since: str | None, until: str | None,
+           require_time: bool, filter_event: tuple[str, ...], rate: float | None, restart: bool,
+           progress_interval: float, **options: Any) -> None:
+    """Deliver whole FILES (paths or globs, plain or .gz) once more, oldest first, then exit.
+
+    Resumes where an interrupted replay of the same files stopped (positions kept apart from
+    `run`'s, in <state_dir>/replay-checkpoints.json); --restart starts over on purpose.
+    Exit 0 when done, 130 when interrupted.
+    """
+    from .replay import EventSelector, ReplayOptions, parse_time
+    from .replay import replay as do_replay
+
+    settings = build_settings(config, (), options)
+    setup_logging(settings.log_level, settings.log_format, [settings.secret_key or ""])
+    try:
+        selector = EventSelector(
+            since=parse_time(since) if since else None,
+            until=parse_time(until) if until else None,
+            require_time=require_time,
+            names=frozenset(filter_event) if filter_event else None,
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    try:
+        code = do_replay(settings, files, ReplayOptions(selector, rate, restart, progress_interval))
+    except StateLockedError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per bad line, then a summary object.")
+@settings_options
+def validate(config: Path | None, files: tuple[str, ...], as_json: bool, **options: Any) -> None:
+    """Check FILES ('-' for stdin; .gz read through) line by line as `run` would; send nothing.
+
+    Prints each bad line as FILE:LINE:OFFSET: REASON. Exit 0 when every line is good, 1 when
+    any line is bad, 2 when a file cannot be read.
+    """
+    import orjson
+
+    from .validate import BadLine, FileReport, open_input, validate_stream
+
+    settings = build_settings(config, (), options)
+
+    def on_bad(bad: BadLine) -> None:
+        click.echo(orjson.dumps(bad.__dict__).decode() if as_json else str(bad))
+
+    reports: list[FileReport] = []
+    unreadable = 0
+    for name in files:
+        try:
+            with open_input(name) as stream:
+                reports.append(validate_stream(name, stream, settings.max_line_bytes,
+                                               settings.unknown_fields, on_bad))
+        except (OSError, EOFError) as e:
+            unreadable += 1
+            click.echo(f"{name}: cannot read: {getattr(e, 'strerror', None) or e}", err=True)
+    totals = {k: sum(int(r.as_dict()[k]) for r in reports) for k in ("lines", "valid", "bad", "blank")}
+    if as_json:
+        click.echo(orjson.dumps({"summary": {**totals, "files": [r.as_dict() for r in reports],
+                                             "unreadable": unreadable}}).decode())
+    else:
+        for r in reports:
+            click.echo(f"{r.file}: {r.lines} lines, {r.valid} valid, {r.bad} bad, {r.blank} blank", err=True)
+        verdict = "OK" if not totals["bad"] and not unreadable else "FAILED"
+        click.echo(f"{verdict}: {len(reports)} file(s), {totals['lines']} lines, {totals['valid']} valid, "
+                   f"{totals['bad']} bad" + (f", {unreadable} unreadable" if unreadable else ""), err=True)
+    sys.exit(2 if unreadable else 1 if totals["bad"] else 0)
+
+
+def _state_options(func: F) -> F:
+    func = click.option("--namespace", type=click.Choice(["run", "replay"]), default="run", show_default=True,
+                        help="Whose positions: `run`'s, or `replay`'s.")(func)
+    func = click.option("--state-dir", "state_dir", type=click.Path(path_type=Path),
+                        help="State directory (default: as `run` would use).")(func)
+    func = click.option("--config", "config", type=click.Path(path_type=Path),
+                        help="TOML config file, for its state_dir.")(func)
+    return func
+
+
+def _open_checkpoints(config: Path | None, state_dir: Path | None, namespace: str,
+                      readonly: bool) -> tuple[Any, Any]:
+    from .checkpoint import Checkpoints, StateDirLock
+    from .positions import NAMESPACES
+
+    settings = build_settings(config, (), {"state_dir": state_dir})
+    if not settings.state_dir.is_dir():
+        raise click.ClickException(f"state directory {settings.state_dir} does not exist")
+    file_name, lock_name = NAMESPACES[namespace]
+    lock = None
+    if not readonly:
+        lock = StateDirLock(settings.state_dir, lock_name)
+        try:
+            lock.acquire()
+        except StateLockedError as e:
+            click.echo(f"error: refusing to change checkpoints: {e}; stop it first", err=True)
+            sys.exit(2)
+    return Checkpoints(settings.state_dir, file_name, readonly=readonly), lock
+
+
+@main.group()
+def checkpoints() -> None:
+    """Show and edit saved delivery positions (refused while their owner runs)."""
+
+
+@checkpoints.command("list")
+@_state_options
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+def checkpoints_list(config: Path | None, state_dir: Path | None, namespace: str, as_json: bool) -> None:
+    """Every tracked file: fingerprint, offset, size, lag, last delivered time, path."""
+    import orjson
+
+    from .positions import rows
+
+    cps, _ = _open_checkpoints(config, state_dir, namespace, readonly=True)
+    table = rows(cps)
+    if as_json:
+        click.echo(orjson.dumps([r.as_dict() for r in table], option=orjson.OPT_INDENT_2).decode())
+        return
+    if not table:
+        click.echo(f"no checkpoints in {cps.path}", err=True)
+        return
+    click.echo(f"{'FINGERPRINT':<22} {'OFFSET':>12} {'SIZE':>12} {'LAG':>12} {'LAST DELIVERED':<20}  PATH")
+    for r in table:
+        size = "-" if r.size is None else str(r.size)
+        lag = "-" if r.lag is None else str(r.lag)
+        status = "" if r.status == "ok" else f"  ({r.status})"
+        click.echo(f"{r.fingerprint:<22} {r.offset:>12} {size:>12} {lag:>12} {r.last_delivered or '-':<20}  "
+                   f"{r.path}{status}")
+
+
+@checkpoints.command("show")
+@click.argument("target")
+@_state_options
+def checkpoints_show(config: Path | None, state_dir: Path | None, namespace: str, target: str) -> None:
+    """The checkpoint(s) of TARGET (a path or a fingerprint), as JSON."""
+    import orjson
+
+    from .positions import find, rows
+
+    cps, _ = _open_checkpoints(config, state_dir, namespace, readonly=True)
+    keys = set(find(cps, target))
+    found = [r.as_dict() for r in rows(cps) if r.fingerprint in keys]
+    if not found:
+        click.echo(f"no checkpoint for {target!r} in {cps.path}", err=True)
+        sys.exit(1)
+    click.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+
+
+@checkpoints.command("set")
+@click.argument("target")
+@click.argument("offset")
+@_state_options
+def checkpoints_set(config: Path | None, state_dir: Path | None, namespace: str, target: str,
+                    offset: str) -> None:
+    """Move TARGET's position (a path, or a fingerprint) to OFFSET: bytes, 'start' or 'end'.
+
+    An offset inside a line moves forward to the next line start. For .gz files, offsets
+    count decompressed bytes.
+    """
+    from .positions import PositionError, set_position
+
+    cps, lock = _open_checkpoints(config, state_dir, namespace, readonly=False)
+    try:
+        key, old, new = set_position(cps, target, offset)
+        cps.flush()
+    except PositionError as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        lock.release()
+    click.echo(f"{key}: offset {'(none)' if old is None else old} -> {new}")
+
+
+@checkpoints.command("reset")
+@click.argument("targets", nargs=-1)
+@click.option("--all", "reset_all", is_flag=True, help="Clear every position of the namespace.")
+@_state_options
+def checkpoints_reset(config: Path | None, state_dir: Path | None, namespace: str, targets: tuple[str, ...],
+                      reset_all: bool) -> None:
+    """Clear the positions of TARGETS (paths or fingerprints), or --all: they count as new files
+    (read from the beginning, or skipped to the end with start_at = "end")."""
+    from .positions import find
+
+    if not targets and not reset_all:
+        raise click.UsageError("give the files (or fingerprints) to reset, or --all")
+    cps, lock = _open_checkpoints(config, state_dir, namespace, readonly=False)
+    try:
+        keys = list(cps.snapshot()) if reset_all else [k for t in targets for k in find(cps, t)]
+        for t in targets:
+            if not find(cps, t):
+                click.echo(f"{t}: no checkpoint", err=True)
+        for key in keys:
+            cps.remove(key)
+            click.echo(f"{key}: reset")
+        cps.flush()
+    finally:
+        lock.release()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from .event import InvalidEvent, UnknownFields, to_statsig
@@ -21,17 +23,40 @@ def decode_line(line: bytes, unknown_fields: UnknownFields = "metadata") -> Stat
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as e:
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as u:
-            raise LineError(f"invalid UTF-8 at byte {u.start}") from None
-        raise LineError(f"invalid JSON: {e}") from None
+        raise _parse_error(line, e) from None
     if type(obj) is not dict:
         raise LineError(f"not a JSON object: got {_json_type(obj)}")
     try:
         return to_statsig(obj, unknown_fields)
     except InvalidEvent as e:
         raise LineError(f"invalid event: {e}") from None
+
+
+def parse_line(line: bytes) -> dict[str, Any]:
+    """The JSON object of one line, before validation (raises LineError like decode_line)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        raise _parse_error(line, e) from None
+    if type(obj) is not dict:
+        raise LineError(f"not a JSON object: got {_json_type(obj)}")
+    return obj
+
+
+def decode_object(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata") -> StatsigEvent:
+    """Validate an object from parse_line; decode_line(x) == decode_object(parse_line(x))."""
+    try:
+        return to_statsig(obj, unknown_fields)
+    except InvalidEvent as e:
+        raise LineError(f"invalid event: {e}") from None
+
+
+def _parse_error(line: bytes, e: orjson.JSONDecodeError) -> LineError:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as u:
+        return LineError(f"invalid UTF-8 at byte {u.start}")
+    return LineError(f"invalid JSON: {e}")
 
 
 def _json_type(obj: object) -> str:

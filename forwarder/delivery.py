@@ -22,6 +22,7 @@ from .deadletter import DeadLetter
 from .errors import AuthError, RejectedError, RetryableError
 from .metrics import BATCH_SECONDS, REQUEST_SECONDS
 from .model import Batch, Rejection, StatsigEvent
+from .ratelimit import TokenBucket
 from .sink import Sink
 from .stats import Stats
 
@@ -120,8 +121,10 @@ class Senders:
         stats: Stats,
         backoff: Backoff,
         workers: int,
+        limiter: TokenBucket | None = None,
     ) -> None:
         self._sink = sink
+        self._limiter = limiter  # paces every request, retries included
         self._batches = batches
         self._acker = acker
         self._deadletter = deadletter
@@ -169,6 +172,8 @@ class Senders:
         attempt = 0
         while True:
             if self.abort.is_set():
+                raise Aborted
+            if self._limiter is not None and self.abort.wait(self._limiter.reserve(len(events))):
                 raise Aborted
             started = time.monotonic()
             try:

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import queue
 import threading
+from collections.abc import Callable
 
 import orjson
 
@@ -13,13 +14,16 @@ from .batcher import Batcher
 from .codec import LineError, decode_line
 from .deadletter import DeadLetter
 from .event import UnknownFields, fast_path
-from .model import Batch, Chunk, Rejection
+from .model import Batch, Chunk, Rejection, StatsigEvent
 from .source import Source
 from .stats import Stats
 
 log = logging.getLogger(__name__)
 
 READ_BUDGET = 1024 * 1024  # bytes per poll in all; sources take files in turn (fairness)
+
+Decoder = Callable[[bytes, UnknownFields], StatsigEvent | None]
+"""decode_line, or a wrapper that may return None: a valid event left out on purpose (skipped)."""
 
 
 class Reader:
@@ -41,6 +45,8 @@ class Reader:
         max_line_bytes: int,
         unknown_fields: UnknownFields,
         senders: int,
+        decode: Decoder = decode_line,
+        event_id_field: str = "",
     ) -> None:
         self.source = source
         self.batcher = batcher
@@ -52,6 +58,8 @@ class Reader:
         self.max_line_bytes = max_line_bytes
         self.unknown_fields = unknown_fields
         self.senders = senders
+        self.decode = decode
+        self.event_id_field = event_id_field  # metadata key of "<fingerprint>:<offset>"; "" = none
         self.stop = threading.Event()  # stop reading, ship what was read
         self.abort = threading.Event()  # give up even on shipping
 
@@ -92,7 +100,12 @@ class Reader:
         add = self.batcher.add
         max_len = self.max_line_bytes
         loads, fast = orjson.loads, fast_path
+        decode = self.decode
+        inline = decode is decode_line  # a custom decoder (replay's filters) sees every line
+        id_field = self.event_id_field
+        id_prefix = key + ":" if key is not None and id_field else None
         n_events = 0
+        n_skipped = 0
         for line in lines:
             start = offset
             offset += len(line) + 1
@@ -102,20 +115,31 @@ class Reader:
                 self._reject(Rejection(key, chunk.path, start, offset, f"line too long: {len(line)} bytes > "
                                        f"max_line_bytes {max_len}", line[:4096], len(line)))
                 continue
-            try:  # the common case inline; decode_line decides (and explains) the rest
-                obj = loads(line)
-                event = fast(obj) if type(obj) is dict else None
-            except orjson.JSONDecodeError:
-                event = None
+            event = None
+            if inline:
+                try:  # the common case inline; decode_line decides (and explains) the rest
+                    obj = loads(line)
+                    event = fast(obj) if type(obj) is dict else None
+                except orjson.JSONDecodeError:
+                    pass
             if event is None:
                 if not line.strip(b" \t\r"):  # JSON whitespace only; a form feed is garbage
                     continue
                 try:
-                    event = decode_line(line, self.unknown_fields)
+                    event = decode(line, self.unknown_fields)
                 except LineError as e:
                     self._reject(Rejection(key, chunk.path, start, offset, str(e), line, len(line)))
                     continue
+                if event is None:
+                    n_events += 1
+                    n_skipped += 1
+                    continue
             n_events += 1
+            if id_prefix is not None:
+                try:
+                    event["metadata"][id_field] = id_prefix + str(start)
+                except KeyError:
+                    event["metadata"] = {id_field: id_prefix + str(start)}
             if add(event, len(line)):
                 if key is not None:
                     self.batcher.mark(key, offset)
@@ -124,7 +148,7 @@ class Reader:
             offset -= 1  # no newline after the last line
         if key is not None:
             self.batcher.mark(key, offset)
-        self.stats.add(lines_read=len(lines), events_read=n_events)
+        self.stats.add(lines_read=len(lines), events_read=n_events, events_skipped=n_skipped)
 
     def _reject(self, rejection: Rejection) -> None:
         delay = 0.5

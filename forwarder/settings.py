@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(1024 * 1024, ge=64, description="Longer lines are dead-lettered.")
     unknown_fields: Literal["metadata", "reject"] = Field(
         "metadata", description="Unknown top-level keys of an event: moved into metadata, or reject the line.")
+    event_id_field: str = Field(
+        "forwarder_event_id", description="Metadata key of each event's stable id (file fingerprint + byte "
+        "offset of its line), for downstream de-duplication; empty: no id.")
     dead_letter_path: Path | None = Field(None, description="Dead-letter NDJSON file "
                                           "(default: <state_dir>/dead-letter.ndjson).")
     rotate_wait: float = Field(5.0, ge=0, description="Seconds a rotated/deleted file is kept open after its "

@@ -14,6 +14,7 @@ class Stats:
     events_read: int = 0
     events_delivered: int = 0
     events_dead_lettered: int = 0
+    events_skipped: int = 0  # read, valid, left out on purpose (replay filters)
     events_rejected_by_statsig: int = 0
     batches_sent: int = 0
     send_retries: int = 0

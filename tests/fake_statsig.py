@@ -46,7 +46,7 @@ class Request:
     headers: dict[str, str]
     events: list[dict[str, Any]]
     status: int
-    received: float = field(default_factory=time.time)
+    received: float = field(default_factory=time.time)  # when its body was read (epoch s)
 
 
 @dataclass

@@ -30,6 +30,8 @@ def test_appended_events_arrive_with_exact_mapping(fake, spawn, tmp_path: Path) 
     got = seqs(fake)
     assert sorted(got) == list(range(10_000)), "every event exactly once"
     by_seq = {e["metadata"]["seq"]: e for e in fake.events}
+    event_id = by_seq[1234]["metadata"].pop("forwarder_event_id")  # <fingerprint>:<offset of the line>
+    assert event_id.endswith(f":{sum(len(event_line(i)) for i in range(1234))}")
     assert by_seq[1234] == {
         "eventName": "test_event",
         "user": {"userID": "u70", "email": "u1234@example.com", "custom": {"plan": "pro"}},
@@ -265,6 +267,7 @@ def test_partial_last_line_across_restart_is_delivered_once_whole(fake, spawn, t
     time.sleep(0.5)
     assert cli.stop() == 0
     assert seqs(fake) == [0, 1]
+    assert fake.events[1]["metadata"].pop("forwarder_event_id").endswith(f":{len(event_line(0))}")
     assert fake.events[1]["metadata"] == {"seq": 1, "nested": {"ok": True}}
 
 

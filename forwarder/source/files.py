@@ -193,6 +193,8 @@ class FileTailer:
         """(path, key, size, origin) of each identified open file; callable from any thread."""
         out = []
         for key, w in list(self._by_key.items()):
+            if w.fd is None:  # closed while idle (max_open_files)
+                continue
             try:
                 st = os.fstat(w.fd)
             except OSError:  # closed meanwhile
