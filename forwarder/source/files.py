@@ -454,6 +454,10 @@ class FileTailer:
             if not w.fresh and w.skip_to <= size:
                 offset = max(offset, w.skip_to)
             log.info("new file", extra={"path": w.path, "offset": offset})
+            if offset:
+                # A deliberate skip (start_at=end, ignore_older) is a position too: without it a
+                # crash before the first delivery would skip again what was appended meanwhile.
+                self.checkpoints.advance({key: offset}, {key: (os.path.abspath(w.path), w.dev, w.ino)})
         elif offset > size:
             log.warning(
                 "file is shorter than its checkpoint (truncated while stopped); reading from 0",
