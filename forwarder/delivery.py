@@ -211,13 +211,31 @@ class Senders:
             except orjson.JSONEncodeError:  # unencodable (see sink._dumps): keep what it was
                 raw = _REPR.repr(events[0]).encode()  # bounded: plain repr() recurses into RecursionError
             reason = f"rejected by Statsig: {error}" if error.status else f"cannot be sent: {error}"
-            self._deadletter.write(Rejection(None, "statsig", -1, -1, reason, raw, len(raw)))
+            self._dead_letter(Rejection(None, "statsig", -1, -1, reason, raw, len(raw)))
             self._stats.add(events_rejected_by_statsig=1, events_dead_lettered=1)
             log.error("event rejected by Statsig, dead-lettered", extra={"error": str(error)})
             return
         mid = len(events) // 2
         self._send(events[:mid])
         self._send(events[mid:])
+
+    def _dead_letter(self, rejection: Rejection) -> None:
+        """Record a refused event; on a full disk hold the batch and retry (as the reader does).
+
+        An OSError here used to end the sender thread: its batch was never acknowledged and,
+        with the in-flight window, delivery stopped for good.
+        """
+        delay = 0.5
+        while True:
+            try:
+                self._deadletter.write(rejection)
+                return
+            except OSError as e:
+                log.error("cannot write dead-letter file, retrying",
+                          extra={"path": str(self._deadletter.path), "error": str(e)})
+                if self.abort.wait(delay):
+                    raise Aborted from None
+                delay = min(delay * 2, 30.0)
 
     def _set_state(self, attempt: int, error: RetryableError | None) -> None:
         """Track how many sends are failing; the sink state is the worst of them."""

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -202,3 +203,36 @@ def test_any_bytes_in_the_checkpoint_files_load_without_crashing(
     checkpoints.flush()
     reloaded = Checkpoints(state)  # and what it writes next is valid
     assert reloaded.load_problem is None and reloaded.get("k") == FileState(7, "p", updated=reloaded.get("k").updated)
+
+
+def test_dead_letter_write_failing_for_a_statsig_rejection_holds_and_recovers(
+    fake, tmp_path: Path, tally: Tally
+) -> None:
+    """Statsig refuses an event (400) while the disk is full: the sender keeps the batch and retries."""
+    log = tmp_path / "events.ndjson"
+    state = tmp_path / "state"
+    log.write_bytes(b"".join(event_line(i) for i in range(50)))
+    fake.reject_if = lambda e: e.get("eventName") == "poison"
+    cli = spawn_fsize_capable(tmp_path, [str(log), *fast_args(fake, state)])
+    try:
+        assert fake.wait_for(50)
+        assert wait_until(lambda: checkpoint_offset(state) == log.stat().st_size)
+        restore = _efbig(cli, state)
+        append(log, event_line(50) + orjson.dumps({"event_name": "poison"}) + b"\n"
+               + b"".join(event_line(i) for i in range(51, 100)))
+        cli.wait_log("cannot write dead-letter file")
+        time.sleep(1)  # a few retries; the batch is held, not dropped, the sender alive
+        assert checkpoint_offset(state) < log.stat().st_size
+        restore()
+        assert fake.wait_for(100)
+        assert wait_until(lambda: checkpoint_offset(state) == log.stat().st_size), "the batch is acknowledged"
+        assert cli.proc.poll() is None
+    finally:
+        assert cli.stop() == 0
+    dead = [orjson.loads(r) for r in (state / "dead-letter.ndjson").read_bytes().splitlines()]
+    assert [d["reason"].startswith("rejected by Statsig") for d in dead] == [True]
+    counts = collections.Counter(seqs(fake))
+    tally.written, tally.delivered, tally.dead_lettered = 101, len(counts), len(dead)
+    tally.duplicated = sum(counts.values()) - len(counts)
+    tally.note = "400 for one event while the dead-letter file cannot be written"
+    assert set(counts) == set(range(100))
