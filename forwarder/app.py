@@ -1,13 +1,16 @@
 """Wiring of one `run`: sources, reader, senders, acker, checkpoint writer, signals.
 
-Stop order (first SIGTERM/SIGINT): stop reading, ship the partial batch, let the senders
+Stop order (first SIGTERM/SIGINT): stop the HTTP receiver (requests in progress finish
+their append), stop reading, ship the partial batch, let the senders
 deliver what was read until shutdown_timeout, write the final checkpoint, exit 0. A second
 signal abandons delivery at once; checkpoints still record everything delivered.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import os
 import queue
 import signal
 import sys
@@ -15,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from .batcher import Batcher
@@ -24,6 +28,7 @@ from .delivery import Acker, Backoff, Senders
 from .logs import redact
 from .model import Batch
 from .pipeline import Reader
+from .receiver import HttpServer, build_metrics, build_receiver
 from .settings import Settings
 from .sink import Sink, StatsigSink, StdoutSink
 from .source import Source
@@ -82,6 +87,8 @@ class Forwarder:
         self.stats = Stats()
         self.wake = threading.Event()
         self._signals = 0
+        self._http: list[HttpServer] = []
+        self._stop_http = threading.Event()
 
     def run(self) -> RunResult:
         s = self.settings
@@ -116,6 +123,7 @@ class Forwarder:
             observer = start_observer(tailer.watched_dirs(), self.wake, dir_change, s.poll, s.poll_interval)
             source = tailer
 
+        self._http = self._http_servers()
         batches: queue.Queue[Batch | None] = queue.Queue(maxsize=s.max_in_flight)
         acker = Acker(checkpoints if commit else None, source.location)
         senders = Senders(sink, batches, acker, deadletter, self.stats,
@@ -132,14 +140,20 @@ class Forwarder:
             reader_thread.start()
             if commit:
                 writer.start()
+            for server in self._http:
+                server.start()
             while reader_thread.is_alive() and not reader.stop.is_set():
                 reader_thread.join(0.2)
+                if self._stop_http.is_set():
+                    self._stop_servers()
+                    reader.stop.set()
             # Reading stopped (signal or end of stdin): deliver what was read.
             deadline = None if not reader.stop.is_set() else time.monotonic() + s.shutdown_timeout
             while reader_thread.is_alive() and not reader.abort.is_set():
                 reader_thread.join(0.1)
             clean = self._drain(senders, reader, deadline)
         finally:
+            self._stop_servers()
             restore()
             writer.stopped.set()
             if observer is not None:
@@ -169,6 +183,25 @@ class Forwarder:
         senders.join(time.monotonic() + 1.0)
         return False
 
+    def _http_servers(self) -> list[HttpServer]:
+        """The receiver (--listen) and/or the health+metrics server (--metrics-listen), bound now."""
+        s = self.settings
+        servers = []
+        if s.receiver.listen is not None:
+            server, appender = build_receiver(s, lambda: self.stats.sink_state)
+            if not _is_tailed(appender.path, s.paths):
+                log.warning("receiver.log_path is not among the tailed paths: events posted to the receiver "
+                            "are appended there but not forwarded by this process",
+                            extra={"log_path": str(appender.path), "paths": s.paths})
+            servers.append(server)
+        if s.metrics_listen is not None:
+            servers.append(build_metrics(s.metrics_listen, lambda: self.stats.sink_state))
+        return servers
+
+    def _stop_servers(self) -> None:
+        for server in self._http:
+            server.stop()
+
     def _sink(self, dry_run: bool) -> Sink:
         s = self.settings
         key = s.secret_key
@@ -189,9 +222,15 @@ class Forwarder:
                 log.info("stopping: finishing delivery of what was read",
                          extra={"signal": signal.Signals(signum).name,
                                 "timeout_s": self.settings.shutdown_timeout})
-                reader.stop.set()
+                if self._http:
+                    self._stop_http.set()  # the main loop stops the receiver, then the reader
+                else:
+                    reader.stop.set()
             else:
                 log.warning("second signal: stopping now; undelivered events stay in the file")
+                for server in self._http:
+                    server.server.force_exit = True
+                reader.stop.set()
                 reader.abort.set()
                 senders.abort.set()
             self.wake.set()
@@ -203,3 +242,8 @@ class Forwarder:
                 signal.signal(sig, handler)
 
         return restore
+
+
+def _is_tailed(path: Path, patterns: list[str]) -> bool:
+    target = os.path.abspath(path)
+    return any(fnmatch.fnmatchcase(target, os.path.abspath(p)) for p in patterns if p != "-")

@@ -23,16 +23,16 @@ def decode_line(line: bytes, unknown_fields: UnknownFields = "metadata") -> Stat
             raise LineError(f"invalid UTF-8 at byte {u.start}") from None
         raise LineError(f"invalid JSON: {e}") from None
     if type(obj) is not dict:
-        raise LineError(f"not a JSON object: got {_json_type(obj)}")
+        raise LineError(f"not a JSON object: got {json_type(obj)}")
     try:
         return to_statsig(obj, unknown_fields)
     except InvalidEvent as e:
         raise LineError(f"invalid event: {e}") from None
 
 
-def _json_type(obj: object) -> str:
+def json_type(obj: object) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
     if obj is None:
         return "null"
-    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
-        type(obj), type(obj).__name__
-    )
+    names = {list: "array", dict: "object", str: "string", bool: "boolean", int: "number", float: "number"}
+    return names.get(type(obj), type(obj).__name__)
