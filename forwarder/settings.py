@@ -60,7 +60,7 @@ class ReceiverSettings(BaseModel):
     max_batch_events: int = Field(default=1000, ge=1, description="Most events in one request (413).")
     read_timeout: float = Field(
         default=10.0, gt=0,
-        description="Seconds a client may take to send a request body (408); also the keep-alive idle timeout.")
+        description="Seconds a client may take to send a request body (408); also the idle keep-alive limit.")
 
     @model_validator(mode="after")
     def _check_listen(self) -> ReceiverSettings:
