@@ -121,7 +121,8 @@ def run_case(durability: str, batch: int, clients: int, seconds: float) -> dict[
             proc.terminate()
             proc.wait(10)
         assert lines == n * batch, f"log holds {lines} lines, expected {n * batch}"
-    return {"durability": durability, "batch": batch, "requests/s": n / elapsed, "events/s": n * batch / elapsed,
+    return {"durability": durability, "batch": batch, "requests/s": n / elapsed,
+            "events/s": n * batch / elapsed,
             "p50 ms": percentile(lat, 0.5) * 1000, "p99 ms": percentile(lat, 0.99) * 1000,
             "server CPU s/s": cpu / elapsed, "server peak RSS MB": rss_kb / 1024}
 
@@ -141,8 +142,8 @@ def main() -> None:
     args = ap.parse_args()
     print(f"receiver benchmark: {args.clients} keep-alive clients, {args.seconds:g} s per case, "
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    head = f"{'durability':<10} {'events/req':>10} {'req/s':>9} {'events/s':>10} {'p50 ms':>7} {'p99 ms':>7} " \
-           f"{'srv CPU':>7} {'RSS MB':>6}"
+    head = (f"{'durability':<10} {'events/req':>10} {'req/s':>9} {'events/s':>10} {'p50 ms':>7} "
+            f"{'p99 ms':>7} {'srv CPU':>7} {'RSS MB':>6}")
     print(head)
     for durability in ("write", "fsync"):
         for batch in (1, args.batch):

@@ -87,8 +87,10 @@ def test_gzip_bodies_on_all_three_endpoints(spawn: Callable[..., Cli], tmp_path:
     gz = {"content-encoding": "gzip"}
     with httpx.Client(base_url=url) as c:
         assert c.post(EVENTS, content=gzip.compress(orjson.dumps(ev(1))), headers=gz).status_code == 200
-        assert c.post(BATCH, content=gzip.compress(orjson.dumps([ev(2), ev(3)])), headers=gz).status_code == 200
-        nd = gzip.compress(orjson.dumps(ev(4)) + b"\n") + gzip.compress(orjson.dumps(ev(5)) + b"\n")  # 2 members
+        batch = gzip.compress(orjson.dumps([ev(2), ev(3)]))
+        assert c.post(BATCH, content=batch, headers=gz).status_code == 200
+        # two gzip members, as a client compressing piece by piece sends them
+        nd = gzip.compress(orjson.dumps(ev(4)) + b"\n") + gzip.compress(orjson.dumps(ev(5)) + b"\n")
         r = c.post(NDJSON, content=nd, headers={**gz, "content-type": "application/x-ndjson"})
         assert r.status_code == 200, r.text
     assert [e["metadata"]["seq"] for e in lines(log)] == [1, 2, 3, 4, 5]
@@ -136,7 +138,8 @@ def test_every_error_code_and_nothing_appended(spawn: Callable[..., Cli], tmp_pa
         assert errors[1]["message"].startswith("value:")
         assert errors[2]["message"] == "not a JSON object: got number"
         r = c.post(EVENTS, json={"user_id": "u1"})
-        assert r.status_code == 422 and r.json()["errors"] == [{"index": 0, "message": "event_name: Field required"}]
+        assert r.status_code == 422
+        assert r.json()["errors"] == [{"index": 0, "message": "event_name: Field required"}]
         assert c.post(BATCH, json=[ev(1), {"event_name": 5}]).status_code == 422  # all or nothing
         assert c.post(EVENTS, json=[ev(1)]).status_code == 422
         assert c.post(BATCH, json=ev(1)).status_code == 422
@@ -173,8 +176,9 @@ def test_token_also_as_nested_env_and_toml(spawn: Callable[..., Cli], tmp_path: 
     config.write_text('[receiver]\ntoken = "from-toml"\nmax_batch_events = 2\n')
     _, url = start(spawn, "--config", str(config), str(tmp_path / "a.ndjson"))
     with httpx.Client(base_url=url) as c:
-        assert c.post(BATCH, json=[ev(1)], headers={"authorization": "Bearer from-toml"}).status_code == 200
-        assert c.post(BATCH, json=[ev(1)] * 3, headers={"authorization": "Bearer from-toml"}).status_code == 413
+        auth = {"authorization": "Bearer from-toml"}
+        assert c.post(BATCH, json=[ev(1)], headers=auth).status_code == 200
+        assert c.post(BATCH, json=[ev(1)] * 3, headers=auth).status_code == 413
     _, url = start(spawn, str(tmp_path / "b.ndjson"), env={"FORWARDER_RECEIVER__TOKEN": "nested"})
     with httpx.Client(base_url=url) as c:
         assert c.post(EVENTS, json=ev(1), headers={"authorization": "Bearer nested"}).status_code == 200
@@ -207,7 +211,8 @@ def test_50_concurrent_clients_each_event_once_and_whole(spawn: Callable[..., Cl
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         i = 0
         while not stop_backend.is_set():
-            os.write(fd, orjson.dumps({"event_name": "backend", "metadata": {"b": i, "pad": "y" * 300}}) + b"\n")
+            line = {"event_name": "backend", "metadata": {"b": i, "pad": "y" * 300}}
+            os.write(fd, orjson.dumps(line) + b"\n")
             backend_written.append(i)
             i += 1
             time.sleep(0.001)
@@ -223,7 +228,8 @@ def test_50_concurrent_clients_each_event_once_and_whole(spawn: Callable[..., Cl
                     r = await c.post(BATCH, json=[ev(seq + i) for i in range(5)])
                 else:
                     body = b"".join(orjson.dumps(ev(seq + i)) + b"\n" for i in range(3))
-                    r = await c.post(NDJSON, content=gzip.compress(body), headers={"content-encoding": "gzip"})
+                    r = await c.post(NDJSON, content=gzip.compress(body),
+                                     headers={"content-encoding": "gzip"})
                 assert r.status_code == 200, r.text
         return [k]
 
@@ -272,7 +278,8 @@ def test_readyz_reports_auth_failure_and_metrics_listen(
     log = tmp_path / "events.ndjson"
     append(log, orjson.dumps(ev(1)) + b"\n")
     fake.expected_key = "another-key"
-    cli = spawn("run", str(log), *fast_args(fake, tmp_path / "state"), "--metrics-listen", "127.0.0.1:0")
+    cli = spawn("run", str(log), *fast_args(fake, tmp_path / "state"), "--metrics-listen", "127.0.0.1:0",
+                "--shutdown-timeout", "0.5")
     url = "http://" + cli.wait_log("metrics listening")["address"]
     with httpx.Client(base_url=url) as c:
         assert c.get("/healthz").status_code == 200
@@ -300,10 +307,12 @@ def test_disk_full_503_nothing_partial_then_recovers(spawn: Callable[..., Cli], 
         assert ready.status_code == 503 and "failed" in ready.json()["problems"][0]
         assert c.get("/healthz").status_code == 200
 
-        resource.prlimit(cli.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        unlimited = resource.RLIM_INFINITY
+        resource.prlimit(cli.proc.pid, resource.RLIMIT_FSIZE, (unlimited, unlimited))
         assert c.post(BATCH, json=[ev(2), ev(3)]).status_code == 200
         assert c.get("/readyz").status_code == 200
-        assert 'forwarder_receiver_requests_total{code="503",path="/v1/analytics/batch"} 1.0' in c.get("/metrics").text
+        counted = 'forwarder_receiver_requests_total{code="503",path="/v1/analytics/batch"} 1.0'
+        assert counted in c.get("/metrics").text
     assert [e["metadata"]["seq"] for e in lines(log)] == [1, 2, 3]
     assert cli.wait_log("cannot append to receiver log")
     assert cli.wait_log("receiver log writable again")

@@ -100,7 +100,25 @@ class _CountRequests:
             REQUESTS.labels(path, str(status)).inc()
 
 
-_EVENT_SCHEMA = Event.model_json_schema()
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """The model's JSON schema with its $defs inlined (OpenAPI would resolve #/$defs from its root)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    return result
+
+
+_EVENT_SCHEMA = _inline_refs(Event.model_json_schema())
 _OK_SCHEMA = {"type": "object", "properties": {"success": {"type": "boolean"}, "message": {"type": "string"},
                                                 "accepted": {"type": "integer"}}}
 _ERROR_SCHEMA = {"type": "object", "properties": {
