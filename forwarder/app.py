@@ -87,6 +87,7 @@ class Forwarder:
         self.stats = Stats()
         self.wake = threading.Event()
         self._signals = 0
+        self._deadline: float | None = None  # set by the first stop signal
         self._http: list[HttpServer] = []
         self._stop_http = threading.Event()
 
@@ -142,16 +143,16 @@ class Forwarder:
                 writer.start()
             for server in self._http:
                 server.start()
-            while reader_thread.is_alive() and not reader.stop.is_set():
-                reader_thread.join(0.2)
-                if self._stop_http.is_set():
+            # Runs until a signal or the end of the input; then delivers what was read,
+            # within shutdown_timeout of the signal if there was one.
+            while reader_thread.is_alive() and not reader.abort.is_set():
+                if self._stop_http.is_set() and not reader.stop.is_set():
                     self._stop_servers()
                     reader.stop.set()
-            # Reading stopped (signal or end of stdin): deliver what was read.
-            deadline = None if not reader.stop.is_set() else time.monotonic() + s.shutdown_timeout
-            while reader_thread.is_alive() and not reader.abort.is_set():
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    break
                 reader_thread.join(0.1)
-            clean = self._drain(senders, reader, deadline)
+            clean = self._drain(senders, reader)
         finally:
             self._stop_servers()
             restore()
@@ -167,8 +168,9 @@ class Forwarder:
         log.info("stopped", extra={**snapshot, "delivered_everything_read": clean})
         return RunResult(snapshot, clean)
 
-    def _drain(self, senders: Senders, reader: Reader, deadline: float | None) -> bool:
+    def _drain(self, senders: Senders, reader: Reader) -> bool:
         while not reader.abort.is_set():
+            deadline = self._deadline
             step = time.monotonic() + 0.1
             if deadline is not None:
                 step = min(step, deadline)
@@ -219,6 +221,7 @@ class Forwarder:
         def handle(signum: int, frame: FrameType | None) -> None:
             self._signals += 1
             if self._signals == 1:
+                self._deadline = time.monotonic() + self.settings.shutdown_timeout
                 log.info("stopping: finishing delivery of what was read",
                          extra={"signal": signal.Signals(signum).name,
                                 "timeout_s": self.settings.shutdown_timeout})

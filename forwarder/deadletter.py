@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import threading
 import time
@@ -43,9 +44,15 @@ class DeadLetter:
             if self._fd is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            size = os.fstat(self._fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, size)  # never leave a torn record behind
+                raise
             self._dirty = True
             self.count += 1
 

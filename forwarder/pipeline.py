@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
-import time
 
 from .batcher import Batcher
 from .codec import LineError, decode_line
 from .deadletter import DeadLetter
 from .event import UnknownFields
-from .model import Batch, Chunk, Item, Rejection
+from .model import Batch, Chunk, Rejection
 from .source import Source
 from .stats import Stats
 
@@ -144,8 +144,6 @@ class Reader:
             except queue.Full:
                 if self.abort.is_set() and not force:
                     return
-                if self.abort.is_set():
-                    try:  # senders are gone; make room for the stop sentinel
+                if self.abort.is_set():  # senders are gone; make room for the stop sentinel
+                    with contextlib.suppress(queue.Empty):
                         self.batches.get_nowait()
-                    except queue.Empty:
-                        pass

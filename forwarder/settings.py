@@ -94,8 +94,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("statsig_server_secret_key", "STATSIG_SERVER_SECRET_KEY"),
         description="Server secret key (env STATSIG_SERVER_SECRET_KEY). Without it: dry run.",
     )
-    specs_url: str | None = Field(None, description="Config-specs URL for the start-up check "
-                                  "(default: {statsig_api}/download_config_specs, or the SDK's CDN for the default API).")
+    specs_url: str | None = Field(
+        None,
+        description="Config-specs URL for the start-up check "
+        "(default: {statsig_api}/download_config_specs, or the SDK's CDN for the default API).",
+    )
     check_timeout: float = Field(5.0, gt=0, description="Seconds the start-up check may take.")
     batch_size: int = Field(500, ge=1, le=10000, description="Events per request at most.")
     batch_bytes: int = Field(1_000_000, ge=1024, description="Raw line bytes per request at most.")

@@ -6,6 +6,7 @@ the configured API. It never carries forwarded events, and its own event logging
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -57,10 +58,8 @@ def check_statsig(settings: Settings) -> CheckResult:
     except Exception as e:  # the SDK is advisory here; never let it stop delivery
         result = CheckResult(False, "error", f"{type(e).__name__}: {e}", int((time.monotonic() - started) * 1000))
     finally:
-        try:
+        with contextlib.suppress(Exception):
             statsig.shutdown().result(timeout=3)
-        except Exception:  # noqa: BLE001 - shutdown of an advisory client
-            pass
     return result
 
 

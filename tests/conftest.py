@@ -18,7 +18,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_statsig import FakeStatsig  # noqa: E402
+import contextlib
+
+from fake_statsig import FakeStatsig
 
 SECRET = "secret-test-key-0123456789"
 
@@ -67,10 +69,8 @@ class Cli:
     def logs(self) -> list[dict[str, Any]]:
         out = []
         for line in bytes(self.stderr).splitlines():
-            try:
+            with contextlib.suppress(orjson.JSONDecodeError):
                 out.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                pass
         return out
 
     def wait_log(self, text: str, timeout: float = 20) -> dict[str, Any]:

@@ -13,14 +13,15 @@ Run standalone:  python tests/fake_statsig.py --port 8787
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -147,11 +148,13 @@ class FakeStatsig:
     # -- what arrived --------------------------------------------------------------------
     def _record(self, request: Request) -> None:
         with self._changed:
-            self.requests.append(request)
             if request.status < 300:
                 self.event_count += len(request.events)
                 if self.keep_events:
                     self.events.extend(request.events)
+                else:
+                    request.events = []
+            self.requests.append(request)
             self._changed.notify_all()
 
     def wait_for(self, n: int, timeout: float = 30.0) -> bool:
@@ -194,10 +197,8 @@ class _Server(ThreadingHTTPServer):
         with self._conns_lock:
             conns = list(self._conns)
         for c in conns:
-            try:
+            with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -231,6 +232,8 @@ class _Handler(BaseHTTPRequestHandler):
             owner.other_requests.append(("GET", self.path))
         if "download_config_specs" in self.path:
             self._reply(200, orjson.dumps(SPECS))
+        elif self.path == "/_fake/stats":  # for benchmarks running the fake in another process
+            self._reply(200, orjson.dumps({"events": owner.event_count, "requests": len(owner.requests)}))
         else:
             self._reply(404, b'{"error":"not found"}')
 
@@ -295,13 +298,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8787)
+    parser.add_argument("--quiet", action="store_true", help="print only the URL")
     args = parser.parse_args()
     fake = FakeStatsig(args.host, args.port, keep_events=False).start()
     print(f"fake Statsig listening on {fake.url}", flush=True)
     try:
         while True:
             time.sleep(5)
-            print(f"events accepted: {fake.event_count}", flush=True)
+            if not args.quiet:
+                print(f"events accepted: {fake.event_count}", flush=True)
     except KeyboardInterrupt:
         fake.stop()
 

@@ -1,0 +1,106 @@
+"""Throughput: `run --once` over a pre-written N-line file to the local fake Statsig.
+
+Measures the forwarder from start until it exits, i.e. after the last checkpoint was
+written for everything the fake Statsig accepted; prints events/s, CPU s and peak RSS,
+beside the rate at which this process merely reads and orjson-parses the same file, and
+the fake Statsig's own ceiling (pre-encoded batches posted as fast as possible).
+
+    python bench/throughput.py [--events 1000000] [--repeat 1] [-- extra forwarder flags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import urllib3
+
+from _common import RemoteFake, events_file, forwarder_cmd, hardware, run_child
+
+SECRET = "secret-bench-0000000000"
+
+
+def read_and_parse_rate(path: Path) -> float:
+    started = time.perf_counter()
+    n = 0
+    loads = orjson.loads
+    rest = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                loads(line)
+                n += 1
+    return n / (time.perf_counter() - started)
+
+
+def fake_ceiling(fake: RemoteFake, path: Path, seconds: float = 3.0, clients: int = 2) -> float:
+    """Events/s the fake accepts from pre-encoded 500-event gzip batches on keep-alive connections."""
+    import gzip
+
+    lines = path.open("rb").read(500 * 400).split(b"\n")[:500]
+    events = [orjson.loads(x) for x in lines]
+    body = gzip.compress(orjson.dumps({"events": events, "statsigMetadata": {}}), 1)
+    headers = {"content-type": "application/json", "content-encoding": "gzip", "statsig-api-key": SECRET}
+    before = fake.event_count
+    stop = time.perf_counter() + seconds
+
+    def client() -> None:
+        pool = urllib3.HTTPConnectionPool(fake.host, fake.port, maxsize=1)
+        while time.perf_counter() < stop:
+            pool.request("POST", "/v1/log_event", body=body, headers=headers)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return (fake.event_count - before) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("extra", nargs="*", help="extra flags for `statsig-forwarder run`")
+    args = parser.parse_args()
+
+    path = events_file(args.events)
+    fake = RemoteFake()
+    print(f"hardware: {hardware()}")
+    print(f"input: {path} ({args.events:,} lines, {path.stat().st_size / args.events:.0f} bytes/line)")
+    parse_rate = read_and_parse_rate(path)
+    print(f"read + orjson.loads only (this process):   {parse_rate:>12,.0f} lines/s")
+    ceiling = fake_ceiling(fake, path)
+    print(f"fake Statsig ceiling (pre-encoded batches): {ceiling:>12,.0f} events/s")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORWARDER_")}
+    env.update(STATSIG_SERVER_SECRET_KEY=SECRET, FORWARDER_LOG_FORMAT="json")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    for i in range(args.repeat):
+        state = Path(tempfile.mkdtemp(prefix="fwd-bench-"))
+        before = fake.event_count
+        usage = run_child([*forwarder_cmd(), "run", "--once", str(path), "--state-dir", str(state),
+                           "--statsig-api", fake.url, *args.extra], env=env)
+        delivered = fake.event_count - before
+        shutil.rmtree(state, ignore_errors=True)
+        ok = "ok" if usage.returncode == 0 and delivered == args.events else f"FAILED rc={usage.returncode}"
+        rate = args.events / usage.wall_s
+        print(f"run {i + 1}: {rate:>12,.0f} events/s  wall {usage.wall_s:6.2f} s  CPU {usage.cpu_s:6.2f} s  "
+              f"peak RSS {usage.max_rss_mb:6.1f} MB  delivered {delivered:,}  ratio to parse-only "
+              f"{rate / parse_rate:4.2f}  [{ok}]")
+    fake.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The event model: the fast path agrees with the pydantic model on every input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forwarder.codec import LineError, decode_line
+from forwarder.event import InvalidEvent, _fast, _slow, to_statsig
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text()
+json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(), c, max_size=3),
+                           max_leaves=8)
+user_keys = st.sampled_from(["userID", "user_id", "email", "ip", "custom", "customIDs", "privateAttributes",
+                             "statsigEnvironment", "country", "other"])
+users = st.dictionaries(user_keys, json_values | st.text() | st.dictionaries(st.text(), st.text()), max_size=4)
+event_keys = st.sampled_from(["event_name", "user_id", "user", "value", "metadata", "time", "extra"])
+events = st.dictionaries(
+    event_keys,
+    st.text(max_size=130) | st.integers(-5, 2**45) | st.floats(allow_nan=False) | users | json_values,
+    max_size=6,
+).map(lambda d: {"event_name": "e", **d} if len(d) % 2 else d)
+
+
+def _outcome(fn: Any, obj: dict[str, Any]) -> Any:
+    try:
+        out = fn(obj)
+    except InvalidEvent:
+        return "invalid"
+    if out is not None:
+        out = dict(out)
+        out.pop("time", None) if "time" not in obj or obj["time"] is None else None
+    return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(events)
+def test_fast_path_accepts_only_what_the_model_accepts_identically(obj: dict[str, Any]) -> None:
+    fast = _outcome(_fast, obj)
+    if fast is None:
+        return
+    assert fast == _outcome(lambda o: _slow(o, "metadata"), obj)
+
+
+def test_mapping_of_a_full_event() -> None:
+    obj = {
+        "event_name": "purchase",
+        "user": {"user_id": "u1", "email": "a@b.c", "privateAttributes": {"ssn": "x"}, "customIDs": {"org": 7}},
+        "value": 9.5,
+        "metadata": {"sku": "X", "n": 2},
+        "time": "2025-01-02T03:04:05.678Z",
+        "source": "web",
+    }
+    assert to_statsig(obj) == {
+        "eventName": "purchase",
+        "user": {"userID": "u1", "email": "a@b.c", "customIDs": {"org": 7}},
+        "value": 9.5,
+        "metadata": {"source": "web", "sku": "X", "n": 2},
+        "time": 1735787045678,
+    }
+
+
+def test_user_id_shorthand_and_anonymous_fallback() -> None:
+    assert to_statsig({"event_name": "a", "user_id": "u9", "time": 1})["user"] == {"userID": "u9"}
+    assert to_statsig({"event_name": "a", "time": 1})["user"] == {"userID": "anonymous"}
+    assert to_statsig({"event_name": "a", "user": {"email": "e"}, "time": 1})["user"] == {
+        "email": "e", "userID": "anonymous"}
+    assert to_statsig({"event_name": "a", "user_id": "x", "user": {"userID": "y"}, "time": 1})["user"] == {
+        "userID": "y"}
+
+
+def test_unknown_fields_policy() -> None:
+    assert to_statsig({"event_name": "a", "k": 1, "metadata": {"k": 2}, "time": 1})["metadata"] == {"k": 2}
+    with pytest.raises(InvalidEvent, match=r"unknown field\(s\): k"):
+        to_statsig({"event_name": "a", "k": 1}, "reject")
+
+
+def test_time_forms() -> None:
+    assert to_statsig({"event_name": "a", "time": 1700000000123})["time"] == 1700000000123
+    assert to_statsig({"event_name": "a", "time": 1700000000123.9})["time"] == 1700000000123
+    assert to_statsig({"event_name": "a", "time": "2024-01-01T00:00:00"})["time"] == 1704067200000
+    assert to_statsig({"event_name": "a", "time": "2024-01-01T01:00:00+01:00"})["time"] == 1704067200000
+    for bad in (-1, True, "soon", [1]):
+        with pytest.raises(InvalidEvent, match="time"):
+            to_statsig({"event_name": "a", "time": bad})
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"", "invalid JSON"),
+        (b"{", "invalid JSON"),
+        (b'{"event_name": NaN}', "invalid JSON"),
+        (b'"just a string"', "not a JSON object: got string"),
+        (b"null", "not a JSON object: got null"),
+        (b'{"event_name": "a\xc3"}', "invalid UTF-8 at byte 17"),
+        (b'{"event_name": 5}', "invalid event: event_name: Input should be a valid string"),
+        (b'{"event_name": "a", "metadata": [1]}', "invalid event: metadata: Input should be a valid dictionary"),
+        (b'{"event_name": "a", "value": {"x": 1}}', "invalid event: value: Input should be a string or a number"),
+        (b'{"event_name": "a", "user": {"userID": "u", "nope": 1}}', "invalid event: user.nope: Extra inputs"),
+    ],
+)
+def test_decode_line_reasons(line: bytes, reason: str) -> None:
+    with pytest.raises(LineError) as e:
+        decode_line(line)
+    assert str(e.value).startswith(reason), str(e.value)
+
+
+def test_crlf_and_surrounding_whitespace_are_accepted() -> None:
+    assert decode_line(b' {"event_name": "a", "time": 5}\r')["eventName"] == "a"

@@ -1,0 +1,178 @@
+"""Unit tests of single modules: line splitting, checkpoints, batching, HTTP answers, settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from forwarder.batcher import Batcher
+from forwarder.checkpoint import Checkpoints, FileState, StateDirLock
+from forwarder.errors import AuthError, ConfigError, RejectedError, RetryableError, StateLockedError
+from forwarder.fingerprint import fingerprint_bytes
+from forwarder.model import Chunk, Item, Rejection
+from forwarder.settings import load_settings
+from forwarder.sink import classify
+from forwarder.source.lines import LineBuffer
+
+
+def _feed(buf: LineBuffer, *parts: bytes, finish: bool = False) -> list[Item]:
+    out: list[Item] = []
+    for p in parts:
+        buf.feed(p, out)
+    if finish:
+        buf.finish(out)
+    return out
+
+
+def test_line_buffer_emits_whole_lines_with_offsets() -> None:
+    out = _feed(LineBuffer("k", "f", 100, 1000), b"ab", b"c\nde", b"f\ng\n", b"tail")
+    assert [(c.start, c.data) for c in out if isinstance(c, Chunk)] == [(100, b"abc\n"), (104, b"def\ng\n")]
+    final = _feed(LineBuffer("k", "f", 0, 1000), b"x\ntail", finish=True)
+    assert isinstance(final[-1], Chunk) and final[-1].final and final[-1].data == b"tail"
+
+
+def test_line_buffer_skips_a_huge_line_in_bounded_memory() -> None:
+    buf = LineBuffer("k", "f", 0, 100)
+    out = _feed(buf, b"ok\n", b"x" * 80, b"x" * 80, b"x" * 5000, b"xx\nafter\n")
+    assert buf.pending == 0
+    rej = [r for r in out if isinstance(r, Rejection)]
+    assert len(rej) == 1
+    assert (rej[0].offset, rej[0].size, rej[0].end) == (3, 5162, 3 + 5163)
+    assert "line too long: 5162 bytes" in rej[0].reason and len(rej[0].raw) <= 4096
+    chunks = [c for c in out if isinstance(c, Chunk)]
+    assert chunks[-1].start == 3 + 5163 and chunks[-1].data == b"after\n"
+
+
+def test_fingerprint_waits_for_a_first_line() -> None:
+    assert fingerprint_bytes(b'{"event_name"') is None
+    a = fingerprint_bytes(b'{"a":1}\nmore')
+    assert a == fingerprint_bytes(b'{"a":1}\nother') and a is not None
+    assert fingerprint_bytes(b"y" * 300) == fingerprint_bytes(b"y" * 256 + b"z")
+
+
+def test_checkpoint_format_is_pinned(tmp_path: Path) -> None:
+    cp = Checkpoints(tmp_path)
+    cp.set("crc:0011", FileState(offset=42, path="/var/log/a.ndjson", dev=1, ino=2, updated=3.5))
+    assert cp.flush() is True
+    assert orjson.loads((tmp_path / "checkpoints.json").read_bytes()) == {
+        "version": 1,
+        "files": {"crc:0011": {"offset": 42, "path": "/var/log/a.ndjson", "dev": 1, "ino": 2, "updated": 3.5}},
+    }
+    assert cp.flush() is False, "unchanged state is not rewritten"
+    again = Checkpoints(tmp_path)
+    assert again.get("crc:0011") == FileState(42, "/var/log/a.ndjson", 1, 2, 3.5)
+
+
+def test_checkpoint_prefers_a_valid_tmp_and_survives_garbage(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints.json").write_bytes(b'{"version": 1, "files": {"a": {"offset": 1}}}')
+    (tmp_path / "checkpoints.json.tmp").write_bytes(b'{"version": 1, "files": {"a": {"offset": 9}}}')
+    cp = Checkpoints(tmp_path)
+    assert cp.get("a") is not None and cp.get("a").offset == 9  # type: ignore[union-attr]
+    assert cp.flush()
+    (tmp_path / "checkpoints.json").write_bytes(b"")
+    cp = Checkpoints(tmp_path)
+    assert cp.load_problem is not None and cp.snapshot() == {}
+    (tmp_path / "checkpoints.json").write_bytes(b'{"version": 99, "files": {}}')
+    assert "unsupported checkpoint format version 99" in (Checkpoints(tmp_path).load_problem or "")
+
+
+def test_checkpoint_write_failure_keeps_the_previous_file(tmp_path: Path) -> None:
+    cp = Checkpoints(tmp_path)
+    cp.set("a", FileState(1, "p"))
+    cp.flush()
+    before = (tmp_path / "checkpoints.json").read_bytes()
+    cp.set("a", FileState(2, "p"))
+    blocker = tmp_path / "checkpoints.json.tmp"
+    blocker.mkdir()  # the temp file cannot be created: stands in for EROFS/ENOSPC
+    with pytest.raises(OSError):
+        cp.flush()
+    blocker.rmdir()
+    assert (tmp_path / "checkpoints.json").read_bytes() == before
+    assert cp.flush() is True, "still dirty: retried on the next flush"
+
+
+def test_state_dir_lock_is_exclusive(tmp_path: Path) -> None:
+    a, b = StateDirLock(tmp_path), StateDirLock(tmp_path)
+    a.acquire()
+    with pytest.raises(StateLockedError, match=f"pid {os.getpid()}"):
+        b.acquire()
+    a.release()
+    b.acquire()
+    b.release()
+
+
+def test_batcher_closes_on_count_bytes_and_age() -> None:
+    b = Batcher(batch_size=3, batch_bytes=100, flush_interval=10)
+    assert b.seconds_until_due() is None
+    assert not b.add({}, 10) and not b.add({}, 10)
+    assert b.add({}, 10)
+    batch = b.take()
+    assert batch is not None and len(batch.events) == 3 and batch.seq == 0
+    assert b.add({}, 150), "bytes limit"
+    assert b.take() is not None
+    b.mark("k", 5)
+    due = b.seconds_until_due()
+    assert due is not None and 9 < due <= 10
+    only_positions = b.take()
+    assert only_positions is not None and only_positions.positions == {"k": 5} and only_positions.seq == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (202, b'{"success": true}', None),
+        (200, b"{}", None),
+        (200, b'{"success": false}', RetryableError),
+        (204, b"", RetryableError),
+        (400, b"bad", RejectedError),
+        (413, b"", RejectedError),
+        (401, b"", AuthError),
+        (403, b"", AuthError),
+        (408, b"", RetryableError),
+        (429, b"", RetryableError),
+        (500, b"", RetryableError),
+        (503, b"", RetryableError),
+    ],
+)
+def test_statsig_answers_are_classified(status: int, body: bytes, error: type[Exception] | None) -> None:
+    if error is None:
+        classify(status, body)
+    else:
+        with pytest.raises(error) as e:
+            classify(status, body)
+        assert type(e.value) is error
+
+
+def test_retry_after_is_read() -> None:
+    with pytest.raises(RetryableError) as e:
+        classify(429, b"", "7")
+    assert e.value.retry_after == 7.0
+
+
+def test_settings_precedence_flags_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("batch_size = 10\nflush_interval = 3.0\nmax_in_flight = 3\n")
+    monkeypatch.setenv("FORWARDER_FLUSH_INTERVAL", "2.0")
+    monkeypatch.setenv("FORWARDER_MAX_IN_FLIGHT", "4")
+    s = load_settings(toml, max_in_flight=5)
+    assert (s.batch_size, s.flush_interval, s.max_in_flight) == (10, 2.0, 5)
+
+
+def test_secret_is_never_in_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATSIG_SERVER_SECRET_KEY", "secret-abcdefghijklmnop")
+    with pytest.raises(ConfigError) as e:
+        load_settings(batch_size=0)
+    assert "secret-abc" not in str(e.value)
+    assert "secret-abcdefghijklmnop" not in repr(load_settings())
+
+
+def test_example_config_lists_every_option() -> None:
+    from forwarder.settings import Settings
+
+    text = (Path(__file__).parent.parent / "config" / "forwarder.example.toml").read_text()
+    missing = [name for name in Settings.model_fields if f"{name} =" not in text]
+    assert not missing
+    load_settings(Path(__file__).parent.parent / "config" / "forwarder.example.toml")
