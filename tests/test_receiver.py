@@ -21,7 +21,7 @@ import pytest
 from conftest import SECRET, Cli, append, fast_args, wait_until
 from fake_statsig import FakeStatsig
 
-from forwarder.settings import ReceiverSettings, Settings
+from forwarder.settings import ReceiverSettings
 
 EVENTS = "/v1/analytics/events"
 BATCH = "/v1/analytics/batch"
@@ -352,13 +352,9 @@ def test_sigterm_finishes_and_exits_zero(spawn: Callable[..., Cli], tmp_path: Pa
         httpx.get(url + "/healthz")
 
 
-def test_example_config_lists_every_option() -> None:
-    example = Path(__file__).parent.parent / "config" / "forwarder.example.toml"
-    text = example.read_text()
-    for name in Settings.model_fields:
-        if name != "receiver":
-            assert f"\n{name} =" in text or f"\n# {name} =" in text, name
+def test_example_config_lists_every_receiver_option() -> None:
+    text = (Path(__file__).parent.parent / "config" / "forwarder.example.toml").read_text()
     section = text[text.index("[receiver]"):]
     for name in ReceiverSettings.model_fields:
         assert f"\n{name} =" in section or f"\n# {name} =" in section, name
-    tomllib.loads(text)
+    assert set(tomllib.loads(text)["receiver"]) < set(ReceiverSettings.model_fields)

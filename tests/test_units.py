@@ -173,6 +173,6 @@ def test_example_config_lists_every_option() -> None:
     from forwarder.settings import Settings
 
     text = (Path(__file__).parent.parent / "config" / "forwarder.example.toml").read_text()
-    missing = [name for name in Settings.model_fields if f"{name} =" not in text]
+    missing = [name for name in Settings.model_fields if f"{name} =" not in text and f"[{name}]" not in text]
     assert not missing
     load_settings(Path(__file__).parent.parent / "config" / "forwarder.example.toml")
