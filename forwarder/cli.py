@@ -113,6 +113,11 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
         raise click.UsageError("no input: give file paths or globs (or '-' for stdin), or set paths in the config")
     if "-" in settings.paths and len(settings.paths) > 1:
         raise click.UsageError("'-' (stdin) cannot be combined with files")
+    if settings.receiver.listen is not None:
+        try:
+            settings.receiver_log_path  # noqa: B018 - fails now, not after start-up, when it cannot be derived
+        except ConfigError as e:
+            raise click.UsageError(str(e)) from None
     try:
         Forwarder(settings).run()
     except (StateLockedError, ServeError, ConfigError) as e:
