@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .batcher import Batcher
 from .checkpoint import Checkpoints, StateDirLock
@@ -28,7 +29,6 @@ from .delivery import Acker, Backoff, Senders
 from .logs import redact
 from .model import Batch
 from .pipeline import Reader
-from .receiver import HttpServer, build_metrics, build_receiver
 from .settings import Settings
 from .sink import Sink, StatsigSink, StdoutSink
 from .source import Source
@@ -37,6 +37,9 @@ from .source.stdin import StreamSource
 from .source.wake import start_observer
 from .startup_check import check_in_background
 from .stats import Stats
+
+if TYPE_CHECKING:
+    from .receiver import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +191,11 @@ class Forwarder:
     def _http_servers(self) -> list[HttpServer]:
         """The receiver (--listen) and/or the health+metrics server (--metrics-listen), bound now."""
         s = self.settings
-        servers = []
+        servers: list[HttpServer] = []
+        if s.receiver.listen is None and s.metrics_listen is None:
+            return servers
+        from .receiver import build_metrics, build_receiver  # FastAPI/uvicorn only when serving
+
         if s.receiver.listen is not None:
             server, appender = build_receiver(s, lambda: self.stats.sink_state)
             if not _is_tailed(appender.path, s.paths):
