@@ -18,21 +18,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from .batcher import Batcher
 from .checkpoint import CHECKPOINT_FILE, LOCK_FILE, Checkpoints, StateDirLock
-from .codec import decode_line
 from .deadletter import DeadLetter
 from .delivery import Acker, Backoff, Senders
 from .health import Lag, LagProbe, readiness
 from .logs import redact
 from .metrics import RunCollector
 from .model import Batch
-from .pipeline import Decoder, Reader
+from .pipeline import Reader, Selector
 from .ratelimit import TokenBucket
 from .sdnotify import Notifier, Watchdog
 from .settings import Settings
@@ -64,7 +63,7 @@ class RunHooks:
     namespace: str = CHECKPOINT_FILE  # checkpoint file name in the state dir
     lock_name: str = LOCK_FILE
     make_source: Callable[[Checkpoints], Source] | None = None  # instead of stdin / FileTailer
-    decode: Decoder = field(default=decode_line)  # may return None: event skipped
+    select: Selector | None = None  # which valid events to send; the others are skipped
     limiter: TokenBucket | None = None  # pace the senders (events/s)
     tick: Callable[[Source, Stats], None] | None = None  # from the main thread, about 5 times a second
 
@@ -201,7 +200,7 @@ class Forwarder:
                           h.limiter)
         reader = Reader(source, Batcher(s.batch_size, s.batch_bytes, s.flush_interval), batches, deadletter,
                         self.stats, self.wake, s.poll_interval, s.max_line_bytes, s.unknown_fields,
-                        s.max_in_flight, h.decode, s.event_id_field)
+                        s.max_in_flight, h.select, s.event_id_field)
         on_tick = h.tick
 
         def tick() -> None:
