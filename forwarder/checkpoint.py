@@ -53,7 +53,7 @@ class Checkpoints:
         self.readonly = readonly  # inspect only: never move a file aside (its owner may be writing it)
         self._tmp = self.path.with_name(self.path.name + ".tmp")
         self._lock = threading.Lock()
-        self._write_lock = threading.Lock()  # one writer of the temp file at a time
+        self._write_lock = threading.Lock()
         self._files: dict[str, FileState] = {}
         self._dirty = False
         self._forgotten: set[str] = set()  # removed keys that late acks must not bring back
@@ -129,10 +129,8 @@ class Checkpoints:
     def flush(self) -> bool:
         """Write the view if it changed; returns True when a write happened.
 
-        Serialized: two concurrent flushes (the periodic writer and the final one at exit)
-        would truncate and rename the same temp file under each other, and a flush that
-        found nothing dirty could return while the write holding the latest view was still
-        unfinished.
+        Writers are serialized: a flush that finds nothing dirty returns only once any write
+        in progress is on disk, so a final flush at shutdown never races a periodic one.
         """
         with self._write_lock:
             with self._lock:
@@ -168,8 +166,9 @@ class Checkpoints:
             elif problems:
                 # Only the temp file was bad: a write cut short (crash, full disk). The
                 # checkpoint file itself is intact, so this is no reason to re-read anything.
-                log.warning("incomplete checkpoint temp file moved aside; using the checkpoint file",
-                            extra={"problem": problems[0]})
+                if not self.readonly:
+                    log.warning("incomplete checkpoint temp file moved aside; using the checkpoint file",
+                                extra={"problem": problems[0]})
                 problems = []
             break
         if problems:

@@ -7,11 +7,12 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
 from .batcher import Batcher
-from .codec import LineError, decode_line
+from .codec import LineError, decode_object, parse_line
 from .deadletter import DeadLetter
 from .event import UnknownFields, fast_path
 from .model import Batch, Chunk, Rejection, StatsigEvent
@@ -22,8 +23,9 @@ log = logging.getLogger(__name__)
 
 READ_BUDGET = 1024 * 1024  # bytes per poll in all; sources take files in turn (fairness)
 
-Decoder = Callable[[bytes, UnknownFields], StatsigEvent | None]
-"""decode_line, or a wrapper that may return None: a valid event left out on purpose (skipped)."""
+Selector = Callable[[dict[str, Any], StatsigEvent], bool]
+"""(the line's JSON object, its Statsig event) -> send it? False: a valid event left out on
+purpose (replay's filters): counted as skipped, and passed by the checkpoint like any line."""
 
 
 class Reader:
@@ -45,7 +47,7 @@ class Reader:
         max_line_bytes: int,
         unknown_fields: UnknownFields,
         senders: int,
-        decode: Decoder = decode_line,
+        select: Selector | None = None,
         event_id_field: str = "",
     ) -> None:
         self.source = source
@@ -58,7 +60,7 @@ class Reader:
         self.max_line_bytes = max_line_bytes
         self.unknown_fields = unknown_fields
         self.senders = senders
-        self.decode = decode
+        self.select = select
         self.event_id_field = event_id_field  # metadata key of "<fingerprint>:<offset>"; "" = none
         self.stop = threading.Event()  # stop reading, ship what was read
         self.abort = threading.Event()  # give up even on shipping
@@ -100,40 +102,40 @@ class Reader:
         add = self.batcher.add
         max_len = self.max_line_bytes
         loads, fast = orjson.loads, fast_path
-        decode = self.decode
-        inline = decode is decode_line  # a custom decoder (replay's filters) sees every line
+        select = self.select
         id_field = self.event_id_field
         id_prefix = key + ":" if key is not None and id_field else None
         n_events = 0
         n_skipped = 0
+        holes = b"\0" in chunk.data
         for line in lines:
             start = offset
             offset += len(line) + 1
-            if line[:1] == b"\0":  # hole left by a writer that kept its offset (copytruncate)
+            if holes and line[:1] == b"\0":  # hole left by a writer that kept its offset (copytruncate)
                 line = line.lstrip(b"\0")
             if len(line) > max_len:
                 self._reject(Rejection(key, chunk.path, start, offset, f"line too long: {len(line)} bytes > "
                                        f"max_line_bytes {max_len}", line[:4096], len(line)))
                 continue
-            event = None
-            if inline:
-                try:  # the common case inline; decode_line decides (and explains) the rest
-                    obj = loads(line)
-                    event = fast(obj) if type(obj) is dict else None
-                except orjson.JSONDecodeError:
-                    pass
+            try:  # the common case inline; parse_line/decode_object decide (and explain) the rest
+                obj = loads(line)
+                event = fast(obj) if type(obj) is dict else None
+            except orjson.JSONDecodeError:
+                obj = event = None
             if event is None:
                 if not line.strip(b" \t\r"):  # JSON whitespace only; a form feed is garbage
                     continue
                 try:
-                    event = decode(line, self.unknown_fields)
+                    if type(obj) is not dict:
+                        obj = parse_line(line)
+                    event = decode_object(obj, self.unknown_fields)
                 except LineError as e:
                     self._reject(Rejection(key, chunk.path, start, offset, str(e), line, len(line)))
                     continue
-                if event is None:
-                    n_events += 1
-                    n_skipped += 1
-                    continue
+            if select is not None and not select(obj, event):
+                n_events += 1
+                n_skipped += 1
+                continue
             n_events += 1
             if id_prefix is not None:
                 try:

@@ -23,8 +23,6 @@ import click
 
 from .app import Forwarder, RunHooks, RunResult
 from .checkpoint import REPLAY_CHECKPOINT_FILE, REPLAY_LOCK_FILE, Checkpoints
-from .codec import decode_line, decode_object, parse_line
-from .event import UnknownFields
 from .fingerprint import fingerprint_fd
 from .model import StatsigEvent
 from .ratelimit import TokenBucket
@@ -72,23 +70,17 @@ class EventSelector:
     def filters_time(self) -> bool:
         return self.since is not None or self.until is not None or self.require_time
 
-    def decode(self, line: bytes, unknown: UnknownFields) -> StatsigEvent | None:
-        if not self.filters_time:
-            event = decode_line(line, unknown)
-        else:
-            obj = parse_line(line)
-            had_time = obj.get("time") is not None  # decoding fills a missing time with "now"
-            event = decode_object(obj, unknown)
-            if not had_time:
+    def __call__(self, obj: dict[str, Any], event: StatsigEvent) -> bool:
+        """Send this event? `obj` is the line as written (a missing time is filled when decoding)."""
+        if self.filters_time:
+            if obj.get("time") is None:
                 if self.require_time:
-                    return None
+                    return False
             elif (self.since is not None and event["time"] < self.since) or (
                 self.until is not None and event["time"] >= self.until
             ):
-                return None
-        if self.names is not None and event["eventName"] not in self.names:
-            return None
-        return event
+                return False
+        return self.names is None or event["eventName"] in self.names
 
 
 def expand(patterns: tuple[str, ...]) -> list[str]:
@@ -219,7 +211,7 @@ def replay(settings: Settings, patterns: tuple[str, ...], options: ReplayOptions
         namespace=REPLAY_CHECKPOINT_FILE,
         lock_name=REPLAY_LOCK_FILE,
         make_source=lambda checkpoints: sequence(files, checkpoints, settings, options.restart),
-        decode=options.selector.decode,
+        select=options.selector,
         limiter=limiter,
         tick=progress.tick,
     )
