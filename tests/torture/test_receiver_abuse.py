@@ -183,3 +183,50 @@ def test_receiver_abuse_leaves_well_behaved_clients_served(fake, spawn, tmp_path
     tally.note = (f"{len(good_status)} well-behaved + {parallel} parallel accepted; {refused} abusive refused "
                   f"(slow bodies, bad tokens, oversized, malformed); RSS {base_rss // 1024} -> "
                   f"{peak_rss // 1024} MiB")
+
+
+def test_kill9_while_clients_post_loses_no_acknowledged_event(fake, spawn, tmp_path: Path, tally: Tally) -> None:
+    """A 200 from the receiver means the event is in the log: kill -9 never loses an acknowledged one."""
+    log = tmp_path / "events.ndjson"
+    args = ["--listen", "127.0.0.1:0", str(log), *fast_args(fake, tmp_path / "state")]
+    acked: set[int] = set()
+    refused = 0
+    current = {"url": ""}
+    stop = threading.Event()
+
+    def client() -> None:
+        nonlocal refused
+        seq = 0
+        with httpx.Client(timeout=10) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post(current["url"] + BATCH, json=[ev("acked", seq + i) for i in range(10)])
+                except httpx.HTTPError:
+                    refused += 1
+                    time.sleep(0.01)
+                    continue
+                if r.status_code == 200:
+                    acked.update(range(seq, seq + 10))
+                seq += 10
+
+    kills = 5 * SCALE
+    worker = threading.Thread(target=client, name="poster", daemon=True)
+    for i in range(kills + 1):
+        cli = spawn("run", *args)
+        current["url"] = "http://" + cli.wait_log("receiver listening")["address"]
+        if i == 0:
+            worker.start()
+        if i == kills:
+            break
+        time.sleep(random.uniform(0.3, 1.0))
+        cli.kill9()
+    stop.set()
+    worker.join(30)
+    assert acked
+    assert wait_until(lambda: {e["metadata"]["seq"] for e in fake.events} >= acked, timeout=60), (
+        sorted(acked - {e["metadata"]["seq"] for e in fake.events})[:10])
+    assert cli.stop() == 0
+    got = collections.Counter(e["metadata"]["seq"] for e in fake.events)
+    tally.written, tally.delivered = len(acked), len(set(got) & acked)
+    tally.duplicated = sum(got.values()) - len(got)
+    tally.note = f"{kills} kills of run --listen while posting; {refused} requests failed while down (retried)"
