@@ -128,3 +128,23 @@ def test_corrupt_gz_delivers_what_it_can_and_other_files_keep_flowing(spawn, fak
     write(f, range(110, 120))
     assert_exactly_once(fake, [*range(120), *range(1000, 1000 + complete)])
     assert cli.stop() == 0
+
+
+def test_gz_compressed_before_the_last_writes_sends_nothing_again(spawn, fake, tmp_path):
+    logs = _logs(tmp_path)
+    f = logs / "events.ndjson"
+    write(f, range(50))
+    cli = run(spawn, fake, tmp_path / "state", str(logs / "events.ndjson*"))
+    wait_seqs(fake, range(50))
+    rotated = logs / "events.ndjson.1"
+    os.rename(f, rotated)
+    (logs / "events.ndjson.1.gz").write_bytes(gzip.compress(rotated.read_bytes()))
+    write(rotated, range(50, 60))  # the app writes on to its old descriptor after gzip read it
+    write(f, range(60, 70))
+    wait_seqs(fake, range(70))
+    rotated.unlink()  # the .gz holds less than what was read from the plain file
+    cli.wait_log("nothing to send")
+    cli.wait_log("compressed file read; released")
+    write(f, range(70, 80))
+    assert_exactly_once(fake, range(80))
+    assert cli.stop() == 0

@@ -82,8 +82,12 @@ class GzipSource:
         # newline is all there is, so it identifies the file by itself.
         return fingerprint_bytes(head, self._fp_size) or fingerprint_bytes(head, len(head))
 
-    def start(self, offset: int) -> None:
-        """Position at `offset` of the decompressed stream (0 if the file is shorter)."""
+    def start(self, offset: int, restart_if_shorter: bool = True) -> None:
+        """Position at `offset` of the decompressed stream.
+
+        When the file is shorter: read it from 0 or, without `restart_if_shorter`, read nothing
+        (a compressed copy of a file already read further than the copy goes).
+        """
         assert self.key is not None
         self._lines.key = self.key
         try:
@@ -91,6 +95,12 @@ class GzipSource:
             reached = self._gz.tell()
         except (OSError, EOFError, zlib.error):
             reached = -1
+        if reached != offset and not restart_if_shorter:
+            log.warning("compressed file ends before the position already read; nothing to send",
+                        extra={"path": self.path, "offset": offset})
+            self._lines.reset(offset)
+            self._done = True
+            return
         if reached != offset:
             log.warning("compressed file is shorter than its checkpoint; reading from 0",
                         extra={"path": self.path, "checkpoint": offset})

@@ -114,7 +114,9 @@ class FileWatcher:
         self.key = key
         self.lines.key = key
         if self.gz is not None:
-            self.gz.start(offset)  # decompressed offset (0 if the file is shorter)
+            # Same first line but shorter than what was read: a copy compressed while the app still
+            # wrote to the original (logrotate `compress` without `delaycompress`), nothing new.
+            self.gz.start(offset, restart_if_shorter=False)
             self.pos = self.origin = self.gz.position
             return
         if offset == 0 and self.fd is not None:
