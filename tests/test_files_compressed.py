@@ -148,3 +148,15 @@ def test_gz_compressed_before_the_last_writes_sends_nothing_again(spawn, fake, t
     write(f, range(70, 80))
     assert_exactly_once(fake, range(80))
     assert cli.stop() == 0
+
+
+def test_start_at_end_skips_gz_present_at_start_but_reads_new_ones(spawn, fake, tmp_path):
+    logs = _logs(tmp_path)
+    (logs / "history.ndjson.2.gz").write_bytes(gzip.compress(lines(range(100))))
+    write(logs / "events.ndjson", range(100, 110))
+    cli = run(spawn, fake, tmp_path / "state", str(logs / "*.ndjson*"), "--start-at", "end")
+    cli.wait_log("compressed file present at start not read")
+    (logs / "events.ndjson.1.gz").write_bytes(gzip.compress(lines(range(200, 220))))  # appears later
+    write(logs / "events.ndjson", range(110, 120))
+    assert_exactly_once(fake, [*range(110, 120), *range(200, 220)])
+    assert cli.stop() == 0
