@@ -1,34 +1,33 @@
 """Wiring of one `run`: sources, reader, senders, acker, checkpoint writer, signals.
 
-Stop order (first SIGTERM/SIGINT): stop reading, ship the partial batch, let the senders
+Stop order (first SIGTERM/SIGINT): stop the HTTP receiver (requests in progress finish
+their append), stop reading, ship the partial batch, let the senders
 deliver what was read until shutdown_timeout, write the final checkpoint, exit 0. A second
 signal abandons delivery at once; checkpoints still record everything delivered.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import gc
 import logging
+import os
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import FrameType
-
-import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from typing import TYPE_CHECKING
 
 from .batcher import Batcher
 from .checkpoint import CHECKPOINT_FILE, LOCK_FILE, Checkpoints, StateDirLock
 from .codec import decode_line
 from .deadletter import DeadLetter
 from .delivery import Acker, Backoff, Senders
-from .errors import ConfigError
 from .health import Lag, LagProbe, readiness
 from .logs import redact
 from .metrics import RunCollector
@@ -36,7 +35,7 @@ from .model import Batch
 from .pipeline import Decoder, Reader
 from .ratelimit import TokenBucket
 from .sdnotify import Notifier, Watchdog
-from .settings import Settings, parse_listen
+from .settings import Settings
 from .sink import Sink, StatsigSink, StdoutSink
 from .source import Source
 from .source.files import FileTailer, TailOptions
@@ -44,6 +43,9 @@ from .source.stdin import StreamSource
 from .source.wake import Watching, start_observer
 from .startup_check import check_in_background
 from .stats import Stats
+
+if TYPE_CHECKING:
+    from .receiver import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,8 @@ class Forwarder:
         self.phase = "starting"  # -> running -> stopping (readiness)
         self._lag: Callable[[], Lag] = Lag
         self.notifier = Notifier()
+        self._http: list[HttpServer] = []
+        self._stop_requested = threading.Event()
 
     def ready(self) -> tuple[bool, list[str]]:
         """Readiness for /readyz: (ready, reasons it is not)."""
@@ -159,13 +163,7 @@ class Forwarder:
         lock = StateDirLock(s.state_dir, self.hooks.lock_name)
         lock.acquire()
         try:
-            http = serve_http(s.metrics_listen, self.ready) if s.metrics_listen else None
-            try:
-                return self._run()
-            finally:
-                if http is not None:
-                    http.shutdown()
-                    http.server_close()
+            return self._run()
         finally:
             lock.release()
 
@@ -195,6 +193,7 @@ class Forwarder:
             tailer.set_watching(observer.native, observer.dirs)
             source = tailer
 
+        self._http = self._http_servers()
         batches: queue.Queue[Batch | None] = queue.Queue(maxsize=s.max_in_flight)
         acker = Acker(checkpoints if commit else None, source.location)
         backoff = Backoff(s.retry_initial, s.retry_max)
@@ -228,21 +227,26 @@ class Forwarder:
             reader_thread.start()
             if commit:
                 writer.start()
+            for server in self._http:
+                server.start()
             self.phase = "running"
             self.notifier.ready("forwarding" if not dry_run else "dry run")
             if self.notifier.watchdog_usec:
                 watchdog = Watchdog(self.notifier, self.notifier.watchdog_usec,
                                     lambda: reader_thread.is_alive() and senders.alive())
                 watchdog.start()
-            while reader_thread.is_alive() and not reader.stop.is_set():
+            while reader_thread.is_alive() and not reader.stop.is_set() and not self._stop_requested.is_set():
                 reader_thread.join(0.2)
+                tick()
                 if self._reload_requested.is_set():
                     self._reload_requested.clear()
                     self._reload(live)
+            # Stop order: the receiver first (its last appends are still read), then reading.
+            self._stop_servers()
+            reader.stop.set()
             self.phase = "stopping"
             self.notifier.stopping("delivering what was read, then stopping")
-            # Reading stopped (signal or end of the input): deliver what was read,
-            # within shutdown_timeout of the signal if there was one.
+            # Deliver what was read, within shutdown_timeout of the signal if there was one.
             while reader_thread.is_alive() and not reader.abort.is_set():
                 if self._deadline is not None and time.monotonic() >= self._deadline:
                     break
@@ -251,6 +255,7 @@ class Forwarder:
             clean = self._drain(senders, reader, tick)
         finally:
             self.phase = "stopping"
+            self._stop_servers()
             restore()
             if watchdog is not None:
                 watchdog.stopped.set()
@@ -285,6 +290,29 @@ class Forwarder:
         senders.join(time.monotonic() + 1.0)
         return False
 
+    def _http_servers(self) -> list[HttpServer]:
+        """The receiver (--listen) and/or the health+metrics server (--metrics-listen), bound now."""
+        s = self.settings
+        servers: list[HttpServer] = []
+        if s.receiver.listen is None and s.metrics_listen is None:
+            return servers
+        from .receiver import build_metrics, build_receiver  # FastAPI/uvicorn only when serving
+
+        if s.receiver.listen is not None:
+            server, appender = build_receiver(s, self.ready)
+            if not _is_tailed(appender.path, s.paths):
+                log.warning("receiver.log_path is not among the tailed paths: events posted to the receiver "
+                            "are appended there but not forwarded by this process",
+                            extra={"log_path": str(appender.path), "paths": s.paths})
+            servers.append(server)
+        if s.metrics_listen is not None:
+            servers.append(build_metrics(s.metrics_listen, self.ready))
+        return servers
+
+    def _stop_servers(self) -> None:
+        for server in self._http:
+            server.stop()
+
     def _sink(self, dry_run: bool) -> Sink:
         s = self.settings
         key = s.secret_key
@@ -296,7 +324,7 @@ class Forwarder:
         assert key is not None
         log.info("forwarding to Statsig", extra={"url": f"{s.statsig_api}/log_event", "key": redact(key)})
         check_in_background(s)
-        return StatsigSink(s.statsig_api, key, s.request_timeout, s.max_in_flight, s.gzip_level)
+        return StatsigSink(s.statsig_api, key, s.request_timeout, s.gzip_level)
 
     def _reload(self, live: _Live) -> None:
         """Re-read the configuration and apply what can change while running.
@@ -350,9 +378,12 @@ class Forwarder:
                 log.info("stopping: finishing delivery of what was read",
                          extra={"signal": signal.Signals(signum).name,
                                 "timeout_s": self.settings.shutdown_timeout})
-                reader.stop.set()
+                self._stop_requested.set()  # the main loop stops the receiver, then the reader
             else:
                 log.warning("second signal: stopping now; undelivered events stay in the file")
+                for server in self._http:
+                    server.server.force_exit = True
+                reader.stop.set()
                 reader.abort.set()
                 senders.abort.set()
             self.wake.set()
@@ -370,45 +401,6 @@ class Forwarder:
         return restore
 
 
-def serve_http(listen: str, ready: Callable[[], tuple[bool, list[str]]]) -> ThreadingHTTPServer:
-    """Serve /metrics, /healthz and /readyz on `listen` (HOST:PORT) from a daemon thread.
-
-    Stand-in for the receiver's HTTP app when only `run --metrics-listen` is wanted.
-    """
-    host, port = parse_listen(listen)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?")[0]
-            ctype = "application/json"
-            if path == "/metrics":
-                status, body, ctype = 200, generate_latest(), CONTENT_TYPE_LATEST
-            elif path == "/healthz":
-                status, body = 200, b'{"status":"ok"}'
-            elif path == "/readyz":
-                ok, reasons = ready()
-                status, body = (200 if ok else 503), orjson.dumps({"ready": ok, "reasons": reasons})
-            else:
-                status, body = 404, b'{"error":"not found"}'
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # no access log
-            pass
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    try:
-        server = Server((host, port), Handler)
-    except OSError as e:
-        raise ConfigError(f"cannot listen on {listen} (metrics_listen): {e}") from None
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http",
-                     daemon=True).start()
-    log.info("serving /metrics, /healthz, /readyz",
-             extra={"listen": f"{host}:{server.server_address[1]}"})
-    return server
+def _is_tailed(path: Path, patterns: list[str]) -> bool:
+    target = os.path.abspath(path)
+    return any(fnmatch.fnmatchcase(target, os.path.abspath(p)) for p in patterns if p != "-")

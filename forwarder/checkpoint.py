@@ -53,6 +53,7 @@ class Checkpoints:
         self.readonly = readonly  # inspect only: never move a file aside (its owner may be writing it)
         self._tmp = self.path.with_name(self.path.name + ".tmp")
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._files: dict[str, FileState] = {}
         self._dirty = False
         self._forgotten: set[str] = set()  # removed keys that late acks must not bring back
@@ -126,19 +127,24 @@ class Checkpoints:
 
     # -- durability --------------------------------------------------------------------
     def flush(self) -> bool:
-        """Write the view if it changed; returns True when a write happened."""
-        with self._lock:
-            if not self._dirty:
-                return False
-            doc = {"version": FORMAT_VERSION, "files": {k: asdict(v) for k, v in self._files.items()}}
-            self._dirty = False
-        try:
-            _atomic_write(self.path, self._tmp, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
-        except BaseException:
+        """Write the view if it changed; returns True when a write happened.
+
+        Writers are serialized: a flush that finds nothing dirty returns only once any write
+        in progress is on disk, so a final flush at shutdown never races a periodic one.
+        """
+        with self._write_lock:
             with self._lock:
-                self._dirty = True
-            raise
-        return True
+                if not self._dirty:
+                    return False
+                doc = {"version": FORMAT_VERSION, "files": {k: asdict(v) for k, v in self._files.items()}}
+                self._dirty = False
+            try:
+                _atomic_write(self.path, self._tmp, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+            except BaseException:
+                with self._lock:
+                    self._dirty = True
+                raise
+            return True
 
     def _load(self) -> None:
         problems = []

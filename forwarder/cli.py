@@ -1,4 +1,4 @@
-"""Command line: `statsig-forwarder run|check`. Every Settings field is also a flag."""
+"""Command line: `statsig-forwarder run|receive|check`. Every Settings field is also a flag."""
 
 from __future__ import annotations
 
@@ -9,16 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from . import __version__
-from .errors import ConfigError, StateLockedError
+from .errors import ConfigError, ServeError, StateLockedError
 from .logs import Scrubber, setup_logging
 from .settings import Settings, load_settings
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
 
-_SKIP_FLAGS = {"paths", "statsig_server_secret_key"}
+_SKIP_FLAGS = {"paths", "statsig_server_secret_key", "receiver.token"}
+# Nested options get --<section>-<key>; these also have the short public name.
+_SHORT_FLAGS = {"receiver.listen": "--listen", "receiver.durability": "--durability",
+                "receiver.max_body_bytes": "--max-body-bytes",
+                "receiver.max_batch_events": "--max-batch-events"}
 
 
 def _click_type(info: FieldInfo) -> tuple[Any, bool]:
@@ -37,21 +42,36 @@ def _click_type(info: FieldInfo) -> tuple[Any, bool]:
     return str, False
 
 
+def _flag_fields() -> list[tuple[str, list[str], FieldInfo]]:
+    """(parameter name, flags, field) for every option with a flag; nested ones as section__key."""
+    out = []
+    for name, info in Settings.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            for sub, sub_info in ann.model_fields.items():
+                dotted = f"{name}.{sub}"
+                if dotted not in _SKIP_FLAGS:
+                    flags = [f"--{name}-{sub}".replace("_", "-")]
+                    if dotted in _SHORT_FLAGS:
+                        flags.insert(0, _SHORT_FLAGS[dotted])
+                    out.append((f"{name}__{sub}", flags, sub_info))
+        elif name not in _SKIP_FLAGS:
+            out.append((name, ["--" + name.replace("_", "-")], info))
+    return out
+
+
 def settings_options(func: F) -> F:
     """Add one --flag per Settings field (default None: unset, so env/TOML apply)."""
-    for name, info in reversed(list(Settings.model_fields.items())):
-        if name in _SKIP_FLAGS:
-            continue
-        flag = "--" + name.replace("_", "-")
+    for name, flags, info in reversed(_flag_fields()):
         ctype, is_flag = _click_type(info)
         help_text = info.description
         if is_flag:
-            func = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)(func)
+            func = click.option(f"{flags[0]}/--no-{flags[0][2:]}", name, default=None, help=help_text)(func)
         elif typing.get_origin(info.annotation) is list:
-            func = click.option(flag, name, type=str, multiple=True, callback=_list_or_none,
+            func = click.option(*flags, name, type=str, multiple=True, callback=_list_or_none,
                                 help=f"{help_text} (repeatable)")(func)
         else:
-            func = click.option(flag, name, type=ctype, default=None, help=help_text)(func)
+            func = click.option(*flags, name, type=ctype, default=None, help=help_text)(func)
     func = click.option("--config", "config", type=click.Path(path_type=Path),
                         help="TOML config file (keys as in config/forwarder.example.toml).")(func)
     return func
@@ -62,7 +82,13 @@ def _list_or_none(ctx: click.Context, param: click.Parameter, value: tuple[str, 
 
 
 def build_settings(config: Path | None, paths: tuple[str, ...], options: dict[str, Any]) -> Settings:
-    overrides = dict(options)
+    overrides: dict[str, Any] = {}
+    for name, value in options.items():
+        section, _, key = name.partition("__")
+        if key and value is not None:
+            overrides.setdefault(section, {})[key] = value
+        elif not key:
+            overrides[name] = value
     if paths:
         overrides["paths"] = list(paths)
     try:
@@ -88,14 +114,40 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
     from .app import Forwarder
 
     settings = build_settings(config, paths, options)
-    setup_logging(settings.log_level, settings.log_format, [settings.secret_key or ""])
+    setup_logging(settings.log_level, settings.log_format, [settings.secret_key or "",
+                                                            settings.receiver.secret_token or ""])
     if not settings.paths:
         raise click.UsageError("no input: give file paths or globs (or '-' for stdin), or set paths in the config")
     if "-" in settings.paths and len(settings.paths) > 1:
         raise click.UsageError("'-' (stdin) cannot be combined with files")
+    if settings.receiver.listen is not None:
+        try:
+            settings.receiver_log_path  # noqa: B018 - fails now, not after start-up, when it cannot be derived
+        except ConfigError as e:
+            raise click.UsageError(str(e)) from None
     try:
         Forwarder(settings, reload=lambda: build_settings(config, paths, options)).run()
-    except (StateLockedError, ConfigError) as e:
+    except (StateLockedError, ServeError, ConfigError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("paths", nargs=-1)
+@settings_options
+def receive(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
+    """Only the HTTP receiver: append posted events to receiver.log_path (default: the first of PATHS).
+
+    Listens on --listen (default 127.0.0.1:8080); another process (`run`) tails and forwards the file.
+    """
+    from .receiver import receive as serve
+
+    settings = build_settings(config, paths, options)
+    setup_logging(settings.log_level, settings.log_format, [settings.secret_key or "",
+                                                            settings.receiver.secret_token or ""])
+    try:
+        serve(settings)
+    except (ServeError, ConfigError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
 

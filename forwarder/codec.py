@@ -25,7 +25,7 @@ def decode_line(line: bytes, unknown_fields: UnknownFields = "metadata") -> Stat
     except orjson.JSONDecodeError as e:
         raise _parse_error(line, e) from None
     if type(obj) is not dict:
-        raise LineError(f"not a JSON object: got {_json_type(obj)}")
+        raise LineError(f"not a JSON object: got {json_type(obj)}")
     try:
         return to_statsig(obj, unknown_fields)
     except InvalidEvent as e:
@@ -39,7 +39,7 @@ def parse_line(line: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as e:
         raise _parse_error(line, e) from None
     if type(obj) is not dict:
-        raise LineError(f"not a JSON object: got {_json_type(obj)}")
+        raise LineError(f"not a JSON object: got {json_type(obj)}")
     return obj
 
 
@@ -59,9 +59,9 @@ def _parse_error(line: bytes, e: orjson.JSONDecodeError) -> LineError:
     return LineError(f"invalid JSON: {e}")
 
 
-def _json_type(obj: object) -> str:
+def json_type(obj: object) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
     if obj is None:
         return "null"
-    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
-        type(obj), type(obj).__name__
-    )
+    names = {list: "array", dict: "object", str: "string", bool: "boolean", int: "number", float: "number"}
+    return names.get(type(obj), type(obj).__name__)

@@ -3,6 +3,7 @@
     ForwarderError
     ├── ConfigError            bad option, unknown key, missing file: fail at start
     ├── StateLockedError       another process owns the state directory
+    ├── ServeError             an HTTP server (receiver, metrics) cannot listen
     └── DeliveryError          one POST to Statsig did not succeed
         ├── RetryableError     transport errors, timeouts, 408, 429, 5xx, 2xx without success
         │   └── AuthError      401/403/404: configuration problem, retried slowly, reported in health
@@ -43,3 +44,7 @@ class AuthError(RetryableError):
 
 class RejectedError(DeliveryError):
     """Statsig refused the batch's content; isolate the offending event."""
+
+
+class ServeError(ForwarderError):
+    """An HTTP server (receiver, metrics) cannot listen."""

@@ -105,5 +105,5 @@ def setup_logging(level: str, fmt: str, secrets: list[str]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("urllib3", "watchdog"):
+    for noisy in ("watchdog",):
         logging.getLogger(noisy).setLevel(logging.WARNING)

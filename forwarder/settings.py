@@ -4,11 +4,12 @@ command-line flags > environment (FORWARDER_*, STATSIG_SERVER_SECRET_KEY) > TOML
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,12 +21,57 @@ from .errors import ConfigError
 
 ENV_PREFIX = "FORWARDER_"
 DEFAULT_API = "https://events.statsigapi.net/v1"
+# Exact environment names that map to a nested option (besides FORWARDER_<SECTION>__<KEY>).
+ENV_ALIASES = {"FORWARDER_RECEIVER_TOKEN": ("receiver", "token")}
 
 
 def _default_state_dir() -> Path:
     # systemd's StateDirectory= exports $STATE_DIRECTORY (possibly several, colon-separated).
     state = os.environ.get("STATE_DIRECTORY")
     return Path(state.split(":")[0]) if state else Path(".statsig-forwarder")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """'HOST:PORT' (or '[v6]:PORT', or ':PORT' for 127.0.0.1) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class ReceiverSettings(BaseModel):
+    """The HTTP receiver (`run --listen`, `receive`): options of the [receiver] section."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    listen: str | None = Field(
+        default=None,
+        description="HOST:PORT of the HTTP receiver; unset: no receiver in `run` "
+        "(`receive`: 127.0.0.1:8080).")
+    log_path: Path | None = Field(
+        default=None, description="File the receiver appends to (default: the first tailed path).")
+    durability: Literal["fsync", "write"] = Field(
+        default="fsync",
+        description="Answer 2xx after fsync (fsync) or after the write to the page cache (write).")
+    token: SecretStr | None = Field(
+        default=None, description="Bearer token required on POSTs (env FORWARDER_RECEIVER_TOKEN).")
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body, also once gunzipped (413).")
+    max_batch_events: int = Field(default=1000, ge=1, description="Most events in one request (413).")
+    read_timeout: float = Field(
+        default=10.0, gt=0,
+        description="Seconds a client may take to send a request body (408); also the idle keep-alive limit.")
+
+    @model_validator(mode="after")
+    def _check_listen(self) -> ReceiverSettings:
+        if self.listen is not None:
+            parse_listen(self.listen)
+        return self
+
+    @property
+    def secret_token(self) -> str | None:
+        token = self.token
+        return token.get_secret_value() if token is not None and token.get_secret_value() else None
 
 
 class Settings(BaseSettings):
@@ -100,13 +146,15 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "text", "json"] = Field(
         "auto", description="Log format; auto is text on a terminal, JSON otherwise.")
     metrics_listen: str | None = Field(
-        None, description="HOST:PORT serving /metrics, /healthz and /readyz (off when unset).")
+        None, description="HOST:PORT serving only /healthz, /readyz and /metrics (--listen serves them too).")
     ready_max_lag_bytes: int | None = Field(
         None, ge=0, description="/readyz fails while a file is more bytes behind than this "
         "(unset: no bound).")
     ready_max_lag_seconds: float | None = Field(
         None, gt=0, description="/readyz fails while the oldest undelivered event is older than this "
         "many seconds (unset: no bound).")
+    receiver: ReceiverSettings = Field(default_factory=lambda: ReceiverSettings(),
+                                       description="The HTTP receiver.")
 
     @model_validator(mode="after")
     def _derived(self) -> Settings:
@@ -118,6 +166,17 @@ class Settings(BaseSettings):
         if self.metrics_listen is not None:
             parse_listen(self.metrics_listen)
         return self
+
+    @property
+    def receiver_log_path(self) -> Path:
+        """Where the receiver appends: receiver.log_path, else the first tailed path."""
+        if self.receiver.log_path is not None:
+            return self.receiver.log_path
+        first = self.paths[0] if self.paths else None
+        if first is None or first == "-" or glob.has_magic(first):
+            raise ConfigError("receiver.log_path: required when the first path is missing, stdin or a glob "
+                              f"(got paths {self.paths!r})")
+        return Path(first)
 
     @property
     def secret_key(self) -> str | None:
@@ -141,18 +200,24 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, _EnvAliases(settings_cls)]
         if cls._toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """'HOST:PORT' (or ':PORT', '[::1]:PORT') -> (host, port); ValueError otherwise."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen address must be HOST:PORT, got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+class _EnvAliases(PydanticBaseSettingsSource):
+    """Nested options under their exact documented names (ENV_ALIASES), below FORWARDER_X__Y."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for env, (section, key) in ENV_ALIASES.items():
+            if env in os.environ:
+                out.setdefault(section, {})[key] = os.environ[env]
+        return out
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -180,14 +245,14 @@ def describe_config_error(e: ValidationError, config_file: Path | None) -> str:
             problems.append(f"unknown option {key!r}{where}")
         else:
             problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})"
-                            if "secret" not in key else f"{key}: {err['msg']}")
+                            if "secret" not in key and "token" not in key else f"{key}: {err['msg']}")
     return "invalid configuration: " + "; ".join(problems)
 
 
 def _check_env_names() -> None:
     known = {name.upper() for name in Settings.model_fields}
     for name in os.environ:
-        if name.startswith(ENV_PREFIX):
+        if name.startswith(ENV_PREFIX) and name not in ENV_ALIASES:
             field = name[len(ENV_PREFIX):].split("__")[0].upper()
             if field not in known:
                 raise ConfigError(f"invalid configuration: unknown environment variable {name}")

@@ -9,14 +9,15 @@ DeliveryError whose class says what to do next.
 from __future__ import annotations
 
 import gzip
+import http.client
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from typing import BinaryIO, Protocol
 
 import orjson
-import urllib3
 
 from . import __version__
 from .errors import AuthError, RejectedError, RetryableError
@@ -36,29 +37,33 @@ class Sink(Protocol):
 
 
 class StatsigSink:
-    """Posts batches to Statsig's log_event endpoint with its own keep-alive pool."""
+    """Posts batches to Statsig's log_event endpoint, one keep-alive connection per sender thread.
+
+    The standard library's http.client costs about half of urllib3's CPU per request, which
+    matters at thousands of requests a minute; it sets TCP_NODELAY (no Nagle stalls). A
+    connection that failed in any way is dropped and the next attempt opens a new one.
+    """
 
     def __init__(
         self,
         api: str,
         secret_key: str,
         timeout: float = 30.0,
-        connections: int = 2,
         gzip_level: int = 1,
     ) -> None:
         self.url = api.rstrip("/") + "/log_event"
-        self._path = urllib3.util.parse_url(self.url).request_uri
+        parts = urllib.parse.urlsplit(self.url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._path = parts.path + (f"?{parts.query}" if parts.query else "")
+        self._timeout = timeout
         self._key = secret_key
         self._gzip_level = gzip_level
         self._metadata = {"sdkType": SDK_TYPE, "sdkVersion": __version__, "sessionID": str(uuid.uuid4())}
-        # urllib3 sets TCP_NODELAY on its connections by default: no Nagle stalls.
-        self._pool = urllib3.connection_from_url(
-            self.url,
-            maxsize=connections,
-            block=True,
-            retries=False,
-            timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout),
-        )
+        self._local = threading.local()
+        self._open: set[http.client.HTTPConnection] = set()
+        self._open_lock = threading.Lock()
 
     def encode(self, events: list[StatsigEvent]) -> bytes:
         body = orjson.dumps({"events": events, "statsigMetadata": self._metadata})
@@ -76,14 +81,38 @@ class StatsigSink:
             "statsig-retry-count": str(retry_count),
             "statsig-server-session-id": self._metadata["sessionID"],
         }
+        body = self.encode(events)
+        conn = self._connection()
         try:
-            response = self._pool.urlopen("POST", self._path, body=self.encode(events), headers=headers)
-        except urllib3.exceptions.HTTPError as e:
+            conn.request("POST", self._path, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            self._drop(conn)
             raise RetryableError(f"request failed: {type(e).__name__}: {_short(str(e))}") from None
-        classify(response.status, response.data, response.headers.get("retry-after"))
+        classify(response.status, data, response.getheader("retry-after"))
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=self._timeout)
+            self._local.conn = conn
+            with self._open_lock:
+                self._open.add(conn)
+        return conn
+
+    def _drop(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        self._local.conn = None
+        with self._open_lock:
+            self._open.discard(conn)
 
     def close(self) -> None:
-        self._pool.close()
+        with self._open_lock:
+            for conn in self._open:
+                conn.close()
+            self._open.clear()
 
 
 def classify(status: int, body: bytes, retry_after: str | None = None) -> None:

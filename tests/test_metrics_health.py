@@ -18,8 +18,8 @@ class Http:
     """Client for the CLI's --metrics-listen endpoint (port taken from its log)."""
 
     def __init__(self, cli: Cli) -> None:
-        rec = cli.wait_log("serving /metrics")
-        self.base = "http://" + rec["listen"]
+        rec = cli.wait_log("metrics listening")
+        self.base = "http://" + rec["address"]
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:

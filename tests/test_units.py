@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import orjson
@@ -169,10 +170,18 @@ def test_secret_is_never_in_config_errors(monkeypatch: pytest.MonkeyPatch) -> No
     assert "secret-abcdefghijklmnop" not in repr(load_settings())
 
 
-def test_example_config_lists_every_option() -> None:
-    from forwarder.settings import Settings
+def test_example_config_lists_every_option_and_loads(tmp_path: Path) -> None:
+    from forwarder.settings import ReceiverSettings, Settings
 
-    text = (Path(__file__).parent.parent / "config" / "forwarder.example.toml").read_text()
-    missing = [name for name in Settings.model_fields if f"{name} =" not in text]
-    assert not missing
-    load_settings(Path(__file__).parent.parent / "config" / "forwarder.example.toml")
+    example = Path(__file__).parent.parent / "config" / "forwarder.example.toml"
+    text = example.read_text()
+    top, _, receiver = text.partition("\n[receiver]\n")
+    for name in Settings.model_fields:
+        assert re.search(rf"^(# )?{name} =", top, re.M) or name == "receiver", f"{name} missing"
+    for name in ReceiverSettings.model_fields:
+        assert re.search(rf"^(# )?{name} =", receiver, re.M), f"receiver.{name} missing"
+    load_settings(example)
+    # the commented examples are valid too, once switched on (secrets stay commented)
+    enabled = re.sub(r"^# (?!statsig_server_secret_key|token)(\w+ = )", r"\1", text, flags=re.M)
+    (tmp_path / "all.toml").write_text(enabled)
+    load_settings(tmp_path / "all.toml")

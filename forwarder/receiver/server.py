@@ -1,0 +1,137 @@
+"""uvicorn in a thread of its own, and the receiver-only process (`statsig-forwarder receive`).
+
+The listening socket is bound by the caller's thread, so a busy port fails at start with a
+clear error. uvicorn installs no signal handlers outside the main thread: the process
+(app.py, or `receive` below) keeps owning SIGTERM/SIGINT and stops the server first.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from ..errors import ServeError
+from ..settings import Settings, parse_listen
+from .api import Intake, Ready, create_app, default_ready
+from .appender import Appender
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RECEIVE_LISTEN = "127.0.0.1:8080"
+
+
+class HttpServer:
+    """One ASGI app served by uvicorn on its own event loop thread."""
+
+    def __init__(self, app: FastAPI, listen: str, idle_timeout: float, name: str = "http",
+                 after_stop: Callable[[], None] | None = None) -> None:
+        host, port = parse_listen(listen)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; without it each
+        # response (head and body written separately) stalls ~40 ms on delayed ACKs.
+        self.sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.bind((host, port))
+            self.sock.listen(2048)
+        except OSError as e:
+            self.sock.close()
+            raise ServeError(f"cannot listen on {listen}: {e.strerror or e}") from None
+        self.address = f"{host}:{self.sock.getsockname()[1]}"
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # our own start/stop lines suffice
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False,
+                                proxy_headers=False, timeout_keep_alive=max(1, int(idle_timeout)),
+                                timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.name = name
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._error: BaseException | None = None
+        self._after_stop = after_stop
+        self._stopped = False
+
+    def _serve(self) -> None:
+        try:
+            self.server.run(sockets=[self.sock])
+        except BaseException as e:  # reported by start()
+            self._error = e
+            log.error("HTTP server failed", extra={"server": self.name, "error": repr(e)})
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Serve, returning once uvicorn accepts connections."""
+        self._thread.start()
+        waited = 0.0
+        while not self.server.started and self._thread.is_alive() and waited < timeout:
+            self._thread.join(0.01)
+            waited += 0.01
+        if not self.server.started:
+            raise ServeError(f"HTTP server on {self.address} did not start: {self._error!r}")
+        log.info(f"{self.name} listening", extra={"address": self.address, "url": f"http://{self.address}"})
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, finish the requests in progress (each waits for its append). Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.server.force_exit = True
+            self._thread.join(2.0)
+        self.sock.close()
+        if self._after_stop is not None:
+            self._after_stop()
+        log.info(f"{self.name} stopped")
+
+
+def ignore_file_size_signal() -> None:
+    """Over a file size limit (RLIMIT_FSIZE), get EFBIG and answer 503 instead of dying of SIGXFSZ."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def build_receiver(settings: Settings, ready: Ready | None = None) -> tuple[HttpServer, Appender]:
+    """The receiver (intake + health + metrics) on receiver.listen, and its Appender."""
+    r = settings.receiver
+    listen = r.listen or DEFAULT_RECEIVE_LISTEN
+    appender = Appender(settings.receiver_log_path, r.durability)
+    intake = Intake(appender, r, settings.max_line_bytes, settings.unknown_fields)
+    app = create_app(default_ready(appender, ready), intake)
+    server = HttpServer(app, listen, r.read_timeout, "receiver", appender.close)
+    ignore_file_size_signal()
+    return server, appender
+
+
+def build_metrics(listen: str, ready: Ready | None) -> HttpServer:
+    """Health and metrics only (`run --metrics-listen`)."""
+    return HttpServer(create_app(default_ready(None, ready)), listen, 5.0, "metrics")
+
+
+def receive(settings: Settings) -> None:
+    """Run the receiver alone until SIGTERM/SIGINT."""
+    server, appender = build_receiver(settings)
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start()
+        log.info("receiver appending", extra={"path": str(appender.path), "durability": appender.durability,
+                                              "token": settings.receiver.secret_token is not None})
+        while not stop.wait(0.5):
+            pass
+        log.info("stopping receiver")
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("stopped", extra={"requests": appender.requests, "commits": appender.commits})
