@@ -132,22 +132,28 @@ class GzipSource:
 
     def poll(self, budget: int) -> list[Item]:
         out: list[Item] = []
+        pieces: list[bytes] = []  # fed as one block: one Chunk per poll, not one per step
+        end = False
         while budget > 0 and not self._done:
             try:
                 # read1: one decompression step at a time, so a damaged tail costs only itself
                 data = self._gz.read1(min(READ_SIZE, budget))
             except (OSError, EOFError, zlib.error) as e:
                 log.error("gzip file is truncated or corrupt; stopping at the last complete line",
-                          extra={"path": self.path, "offset": self._lines.offset + self._lines.pending,
+                          extra={"path": self.path,
+                                 "offset": self._lines.offset + self._lines.pending + sum(map(len, pieces)),
                                  "error": str(e)})
                 self._done = True
                 break
             if not data:
-                self._lines.finish(out)
-                self._done = True
+                self._done = end = True
                 break
             budget -= len(data)
-            self._lines.feed(data, out)
+            pieces.append(data)
+        if pieces:
+            self._lines.feed(b"".join(pieces), out)
+        if end:
+            self._lines.finish(out)
         return out
 
     def close(self) -> None:
