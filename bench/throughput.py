@@ -5,7 +5,9 @@ written for everything the fake Statsig accepted; prints events/s, CPU s and pea
 beside the rate at which this process merely reads and orjson-parses the same file, and
 the fake Statsig's own ceiling (pre-encoded batches posted as fast as possible).
 
-    python bench/throughput.py [--events 1000000] [--repeat 1] [-- extra forwarder flags]
+Also runs `replay` over the same file gzipped (issue: at least as fast as `run`).
+
+    python bench/throughput.py [--events 1000000] [--repeat 1] [--no-replay] [-- extra forwarder flags]
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--no-replay", action="store_true", help="skip the gzip replay run")
     parser.add_argument("extra", nargs="*", help="extra flags for `statsig-forwarder run`")
     args = parser.parse_args()
 
@@ -97,8 +100,30 @@ def main() -> None:
         print(f"run {i + 1}: {rate:>12,.0f} events/s  wall {usage.wall_s:6.2f} s  CPU {usage.cpu_s:6.2f} s  "
               f"peak RSS {usage.max_rss_mb:6.1f} MB  delivered {delivered:,}  ratio to parse-only "
               f"{rate / parse_rate:4.2f}  [{ok}]")
+    if not args.no_replay:
+        gz = gzipped(path)
+        state = Path(tempfile.mkdtemp(prefix="fwd-bench-"))
+        before = fake.event_count
+        usage = run_child([*forwarder_cmd(), "replay", str(gz), "--state-dir", str(state),
+                           "--statsig-api", fake.url, *args.extra], env=env)
+        delivered = fake.event_count - before
+        shutil.rmtree(state, ignore_errors=True)
+        ok = "ok" if usage.returncode == 0 and delivered == args.events else f"FAILED rc={usage.returncode}"
+        print(f"replay .gz: {args.events / usage.wall_s:>9,.0f} events/s  wall {usage.wall_s:6.2f} s  "
+              f"CPU {usage.cpu_s:6.2f} s  peak RSS {usage.max_rss_mb:6.1f} MB  delivered {delivered:,}  [{ok}]")
     fake.stop()
     sys.exit(0)
+
+
+def gzipped(path: Path) -> Path:
+    import gzip
+
+    gz = path.with_suffix(path.suffix + ".gz")
+    if not gz.exists():
+        with open(path, "rb") as src, gzip.open(str(gz) + ".part", "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(str(gz) + ".part", gz)
+    return gz
 
 
 if __name__ == "__main__":

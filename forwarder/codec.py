@@ -20,16 +20,7 @@ def decode_line(line: bytes, unknown_fields: UnknownFields = "metadata") -> Stat
     Hot loops may try `orjson.loads` + `event.fast_path` themselves first and call this
     only when that declines: it gives the same result, and the reason when there is none.
     """
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as e:
-        raise _parse_error(line, e) from None
-    if type(obj) is not dict:
-        raise LineError(f"not a JSON object: got {json_type(obj)}")
-    try:
-        return to_statsig(obj, unknown_fields)
-    except InvalidEvent as e:
-        raise LineError(f"invalid event: {e}") from None
+    return decode_object(parse_line(line), unknown_fields)
 
 
 def parse_line(line: bytes) -> dict[str, Any]:

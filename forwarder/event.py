@@ -81,17 +81,22 @@ class Event(BaseModel):
                 raise ValueError("time must be epoch milliseconds between 0 and year 9999")
             return int(v)
         if isinstance(v, str):
-            try:
-                dt = datetime.fromisoformat(v)
-            except ValueError:
-                raise ValueError(f"time {v!r} is not ISO-8601 nor epoch milliseconds") from None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-            ms = int(dt.timestamp() * 1000)
+            ms = iso_to_epoch_ms(v)
             if ms < 0:
                 raise ValueError(f"time {v!r} is before 1970")
             return ms
         raise ValueError("time must be epoch milliseconds or an ISO-8601 string")
+
+
+def iso_to_epoch_ms(text: str) -> int:
+    """Epoch milliseconds of an ISO-8601 date/time (UTC when it has no zone); ValueError otherwise."""
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"time {text!r} is neither ISO-8601 nor epoch milliseconds") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
 
 
 class InvalidEvent(ValueError):

@@ -74,7 +74,12 @@ def fingerprint_fd(fd: int, size: int = FINGERPRINT_BYTES, short_ok: bool = Fals
 
 def matches(fd: int, key: str, size: int = FINGERPRINT_BYTES) -> bool:
     """Does the open file `fd` (still) carry identity `key`?"""
+    return matches_head(read_head(fd, size), key, size)
+
+
+def matches_head(head: bytes, key: str, size: int = FINGERPRINT_BYTES) -> bool:
+    """Does content starting with `head` (at least `size` bytes when there are) carry `key`?"""
     if key.startswith("head"):
         n = int(key[4 : key.index(":")])
-        return head_key(read_head(fd, size)[:n]) == key
-    return fingerprint_fd(fd, size) == key
+        return head_key(head[:n]) == key
+    return fingerprint_bytes(head, size) == key

@@ -16,13 +16,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
 from .app import Forwarder, RunHooks, RunResult
 from .checkpoint import REPLAY_CHECKPOINT_FILE, REPLAY_LOCK_FILE, Checkpoints
+from .event import iso_to_epoch_ms
 from .fingerprint import fingerprint_fd
 from .model import StatsigEvent
 from .ratelimit import TokenBucket
@@ -42,15 +42,7 @@ RATE_BATCHES_PER_S = 4  # with --rate, batches hold at most rate/4 events: reque
 def parse_time(text: str) -> int:
     """Epoch milliseconds from `1760000000000` or an ISO-8601 date/time (UTC when no zone)."""
     text = text.strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither epoch milliseconds nor an ISO-8601 time") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+    return int(text) if text.isdigit() else iso_to_epoch_ms(text)
 
 
 @dataclass

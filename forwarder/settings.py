@@ -120,10 +120,11 @@ class Settings(BaseSettings):
     dead_letter_path: Path | None = Field(None, description="Dead-letter NDJSON file "
                                           "(default: <state_dir>/dead-letter.ndjson).")
     rotate_wait: float = Field(5.0, ge=0, description="Seconds a rotated/deleted file is kept open after its "
-                               "last growth, once read to its end.")
+                               "last growth, once read to its end; also how long a compressed (.gz) file "
+                               "must stay unchanged before it is read.")
     glob_interval: float = Field(5.0, gt=0, description="Seconds between re-scans of paths and globs.")
     exclude: list[str] = Field(default_factory=list, description="Globs of paths not to follow, matched "
-                               "against the whole path or the file name (e.g. '*.gz').")
+                               "against the whole path or the file name (e.g. '*.tmp').")
     fingerprint_bytes: int = Field(256, ge=16, le=65536, description="A file's identity is a checksum "
                                    "of its first line, or of its first fingerprint_bytes bytes.")
     fingerprint_wait: float = Field(5.0, ge=0, description="Seconds a file with an incomplete first "

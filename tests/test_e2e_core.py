@@ -442,3 +442,24 @@ def test_many_requests_keep_file_order_of_checkpoints(fake, spawn, tmp_path: Pat
     assert set(counts) == set(range(3000)) and max(counts.values()) == 1
     (entry,) = read_checkpoints(state).values()
     assert entry["offset"] == log.stat().st_size
+
+
+def test_kill9_while_statsig_is_down_loses_nothing(fake, spawn, tmp_path: Path) -> None:
+    """scenarios.md's headline case: Fluent Bit and Fluentd lost every buffered event here."""
+    total = 20_000
+    log = tmp_path / "events.ndjson"
+    log.write_bytes(b"".join(event_line(i) for i in range(total)))
+    state = tmp_path / "state"
+    args = [str(log), *fast_args(fake, state)]
+    fake.stop()  # connections refused
+    cli = spawn("run", *args)
+    cli.wait_log("delivery failed, will retry")
+    time.sleep(2)
+    cli.kill9()
+    assert not (state / "checkpoints.json").exists(), "nothing was delivered, so nothing is checkpointed"
+    fake.start()
+    cli = spawn("run", *args)
+    assert fake.wait_for(total, timeout=60)
+    time.sleep(0.5)
+    assert cli.stop() == 0
+    assert sorted(seqs(fake)) == list(range(total)), "every event exactly once: none was delivered before the crash"

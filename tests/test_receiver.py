@@ -61,8 +61,8 @@ def test_endpoints_append_the_callers_objects(spawn: Callable[..., Cli], tmp_pat
         assert c.get("/readyz").json() == {"ready": True, "reasons": []}
         metrics = c.get("/metrics")
         assert metrics.headers["content-type"].startswith("text/plain")
-        assert 'forwarder_receiver_requests_total{code="200",path="/v1/analytics/batch"} 1.0' in metrics.text
-        assert "forwarder_receiver_events_total 5.0" in metrics.text
+        assert 'statsig_forwarder_receiver_requests_total{code="200",path="/v1/analytics/batch"} 1.0' in metrics.text
+        assert "statsig_forwarder_receiver_events_total 5.0" in metrics.text
         assert c.get("/openapi.json").json()["paths"].keys() >= {EVENTS, BATCH, NDJSON, "/healthz", "/readyz"}
         assert c.get("/docs").status_code == 200
 
@@ -285,7 +285,7 @@ def test_readyz_reports_auth_failure_and_metrics_listen(
         assert wait_until(lambda: c.get("/readyz").status_code == 503)
         assert "refuses the key" in c.get("/readyz").json()["reasons"][0]
         assert c.post(EVENTS, json=ev(1)).status_code == 404  # no receiver here
-        assert "forwarder_receiver_requests_total" in c.get("/metrics").text
+        assert "statsig_forwarder_receiver_requests_total" in c.get("/metrics").text
     assert cli.stop() == 0
 
 
@@ -310,7 +310,7 @@ def test_disk_full_503_nothing_partial_then_recovers(spawn: Callable[..., Cli], 
         resource.prlimit(cli.proc.pid, resource.RLIMIT_FSIZE, (unlimited, unlimited))
         assert c.post(BATCH, json=[ev(2), ev(3)]).status_code == 200
         assert c.get("/readyz").status_code == 200
-        counted = 'forwarder_receiver_requests_total{code="503",path="/v1/analytics/batch"} 1.0'
+        counted = 'statsig_forwarder_receiver_requests_total{code="503",path="/v1/analytics/batch"} 1.0'
         assert counted in c.get("/metrics").text
     assert [e["metadata"]["seq"] for e in lines(log)] == [1, 2, 3]
     assert cli.wait_log("cannot append to receiver log")

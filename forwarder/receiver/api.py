@@ -36,10 +36,10 @@ BATCH_PATH = "/v1/analytics/batch"
 NDJSON_PATH = "/v1/events"
 _PATHS = frozenset((EVENTS_PATH, BATCH_PATH, NDJSON_PATH, "/healthz", "/readyz", "/metrics"))
 
-REQUESTS = Counter("forwarder_receiver_requests", "HTTP requests answered, by path and status code.",
+REQUESTS = Counter("statsig_forwarder_receiver_requests", "HTTP requests answered, by path and status code.",
                    ["path", "code"])
-EVENTS = Counter("forwarder_receiver_events", "Events accepted and appended to the receiver log.")
-APPEND_FAILURES = Counter("forwarder_receiver_append_failures", "Requests answered 503: the append failed.")
+EVENTS = Counter("statsig_forwarder_receiver_events", "Events accepted and appended to the receiver log.")
+APPEND_FAILURES = Counter("statsig_forwarder_receiver_append_failures", "Requests answered 503: the append failed.")
 
 
 @dataclass

@@ -5,9 +5,10 @@ and the identity is the fingerprint of the decompressed start (forwarder/fingerp
 So `events.log.1.gz` has the same identity and offsets as the `events.log.1` it was made
 from: a position saved while tailing the plain file still holds for its compressed copy.
 
-Usage (a Source; also a building block for tailers that meet `.gz` files):
+Usage (a Source for `replay`; FileTailer reads a compressed file it meets through one too,
+handing over its open descriptor):
 
-    src = GzipSource("events.log.1.gz", max_line_bytes)
+    src = GzipSource("events.log.1.gz", max_line_bytes)   # or GzipSource(path, n, fd=fd)
     if src.key is not None:               # None: an empty file, nothing to read
         src.start(saved_offset or 0)      # decompress-and-discard up to the offset
         while not src.exhausted:
@@ -32,13 +33,14 @@ from .lines import LineBuffer
 log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def is_gzip(path: str) -> bool:
     """True for a file that starts with the gzip magic bytes (whatever its name)."""
     try:
         with open(path, "rb") as f:
-            return f.read(2) == b"\x1f\x8b"
+            return f.read(2) == GZIP_MAGIC
     except OSError:
         return False
 
@@ -46,33 +48,46 @@ def is_gzip(path: str) -> bool:
 class GzipSource:
     """A Source over one gzip file, read from `start(offset)` to its end (never followed)."""
 
-    def __init__(self, path: str, max_line_bytes: int) -> None:
+    def __init__(self, path: str, max_line_bytes: int, fd: int | None = None,
+                 fingerprint_size: int = FINGERPRINT_BYTES) -> None:
+        """Open `path`, or read through `fd` (already open on it; the caller keeps and closes it)."""
         self.path = path
-        self._raw = open(path, "rb")  # noqa: SIM115 - lives as long as the source
+        if fd is None:
+            self._raw = open(path, "rb")  # noqa: SIM115 - lives as long as the source
+        else:
+            self._raw = open(fd, "rb", closefd=False)  # noqa: SIM115
+            self._raw.seek(0)
         st = os.fstat(self._raw.fileno())
         self.size = st.st_size  # compressed bytes on disk
         self._where = (os.path.abspath(path), st.st_dev, st.st_ino)
         self._gz = gzip.GzipFile(fileobj=self._raw, mode="rb")
         self._lines = LineBuffer(None, path, 0, max_line_bytes)
         self._done = False
+        self._fp_size = fingerprint_size
+        self.head = b""  # the decompressed start the identity was taken from
         self.key = self._identify()
         if self.key is None:
             self._done = True
 
     def _identify(self) -> str | None:
         try:
-            head = self._gz.read(FINGERPRINT_BYTES)
+            head = self._gz.read(self._fp_size)
         except (OSError, EOFError, zlib.error) as e:
             log.error("cannot read gzip file", extra={"path": self.path, "error": str(e)})
             return None
         if not head:
             return None
+        self.head = head
         # The file is complete: a first line shorter than the fingerprint size and without a
         # newline is all there is, so it identifies the file by itself.
-        return fingerprint_bytes(head) or fingerprint_bytes(head, len(head))
+        return fingerprint_bytes(head, self._fp_size) or fingerprint_bytes(head, len(head))
 
-    def start(self, offset: int) -> None:
-        """Position at `offset` of the decompressed stream (0 if the file is shorter)."""
+    def start(self, offset: int, restart_if_shorter: bool = True) -> None:
+        """Position at `offset` of the decompressed stream.
+
+        When the file is shorter: read it from 0 or, without `restart_if_shorter`, read nothing
+        (a compressed copy of a file already read further than the copy goes).
+        """
         assert self.key is not None
         self._lines.key = self.key
         try:
@@ -80,6 +95,12 @@ class GzipSource:
             reached = self._gz.tell()
         except (OSError, EOFError, zlib.error):
             reached = -1
+        if reached != offset and not restart_if_shorter:
+            log.warning("compressed file ends before the position already read; nothing to send",
+                        extra={"path": self.path, "offset": offset})
+            self._lines.reset(offset)
+            self._done = True
+            return
         if reached != offset:
             log.warning("compressed file is shorter than its checkpoint; reading from 0",
                         extra={"path": self.path, "checkpoint": offset})
@@ -92,6 +113,16 @@ class GzipSource:
         return self._done
 
     @property
+    def offset(self) -> int:
+        """Decompressed offset just past the last line emitted (where a checkpoint can stand)."""
+        return self._lines.offset
+
+    @property
+    def position(self) -> int:
+        """Decompressed bytes read so far (emitted, plus a partial line held back)."""
+        return self._lines.offset + self._lines.pending
+
+    @property
     def disk_position(self) -> int:
         """Compressed bytes consumed so far (for progress against `size`)."""
         return self.size if self._done else self._raw.tell()
@@ -101,22 +132,28 @@ class GzipSource:
 
     def poll(self, budget: int) -> list[Item]:
         out: list[Item] = []
+        pieces: list[bytes] = []  # fed as one block: one Chunk per poll, not one per step
+        end = False
         while budget > 0 and not self._done:
             try:
                 # read1: one decompression step at a time, so a damaged tail costs only itself
                 data = self._gz.read1(min(READ_SIZE, budget))
             except (OSError, EOFError, zlib.error) as e:
                 log.error("gzip file is truncated or corrupt; stopping at the last complete line",
-                          extra={"path": self.path, "offset": self._lines.offset + self._lines.pending,
+                          extra={"path": self.path,
+                                 "offset": self._lines.offset + self._lines.pending + sum(map(len, pieces)),
                                  "error": str(e)})
                 self._done = True
                 break
             if not data:
-                self._lines.finish(out)
-                self._done = True
+                self._done = end = True
                 break
             budget -= len(data)
-            self._lines.feed(data, out)
+            pieces.append(data)
+        if pieces:
+            self._lines.feed(b"".join(pieces), out)
+        if end:
+            self._lines.finish(out)
         return out
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ their states:
     active --(path now names another file, or is gone)--> draining
     draining --(read to its end, no partial line, quiet for rotate_wait)--> released
     active --(idle while more than max_open_files are open)--> parked (fd closed) --> active
+    compressed: unidentified --(unchanged for rotate_wait)--> active --(read whole)--> released
 
 A draining file is released only once it has been read to its end, so a rotation while
 the sink is down never abandons unread bytes (reading pauses, the file stays open).
@@ -15,6 +16,13 @@ the sink is down never abandons unread bytes (reading pauses, the file stays ope
 With native events (inotify) a file at its end is read again only when an event names
 it, or on the glob_interval sweep; files the observer cannot see (symlink targets in
 other directories, --poll, fallback) are checked every poll_interval.
+
+A file starting with the gzip magic bytes (whatever its name: `events.ndjson.1.gz`) is a
+compressed rotated file: complete once it has not changed for rotate_wait (logrotate
+compresses into the final name), then read whole, once, through a GzipSource, keyed by the
+fingerprint of its decompressed start and checkpointed in decompressed offsets, so the
+compressed copy of a file already read resumes at its end. It is not followed: read to its
+end (or to damage, which is logged), it is closed and not opened again unless it changes.
 """
 
 from __future__ import annotations
@@ -29,9 +37,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..checkpoint import Checkpoints
-from ..fingerprint import data_start, fingerprint_fd, matches
+from ..checkpoint import Checkpoints, FileState
+from ..fingerprint import data_start, fingerprint_fd, matches, matches_head
 from ..model import Item
+from .compressed import GZIP_MAGIC, GzipSource
 from .lines import LineBuffer
 
 if TYPE_CHECKING:
@@ -93,6 +102,9 @@ class FileWatcher:
         self.skip_to = 0  # without checkpoint, start here (ignore_older)
         self.opened = time.monotonic()
         self.last_growth = self.opened
+        self.compressed = False  # starts with the gzip magic: read whole through `gz`, never followed
+        self.gz: GzipSource | None = None
+        self.gz_sig: tuple[int, int] | None = None  # (size, mtime_ns) when last looked at
 
     def identify(self, size: int, short_ok: bool) -> str | None:
         assert self.fd is not None
@@ -101,6 +113,12 @@ class FileWatcher:
     def start(self, key: str, offset: int) -> None:
         self.key = key
         self.lines.key = key
+        if self.gz is not None:
+            # Same first line but shorter than what was read: a copy compressed while the app still
+            # wrote to the original (logrotate `compress` without `delaycompress`), nothing new.
+            self.gz.start(offset, restart_if_shorter=False)
+            self.pos = self.origin = self.gz.position
+            return
         if offset == 0 and self.fd is not None:
             offset = data_start(self.fd) or 0  # skip a leading hole (copytruncate, stale writer)
         self.pos = offset
@@ -110,6 +128,10 @@ class FileWatcher:
     def read(self, budget: int, out: list[Item], fp_bytes: int) -> bool:
         """Read up to `budget` bytes; False when the file changed identity under us."""
         assert self.fd is not None
+        if self.gz is not None:
+            out.extend(self.gz.poll(budget))
+            self.pos = self.gz.position
+            return True
         if self.at_eof and not self._still_same_file(fp_bytes):
             return False
         while budget > 0:
@@ -144,6 +166,9 @@ class FileWatcher:
             self.fd = None
 
     def close(self) -> None:
+        if self.gz is not None:
+            self.gz.close()
+            self.gz = None
         self.park()
 
 
@@ -168,7 +193,10 @@ class FileTailer:
         self._unidentified: list[FileWatcher] = []
         self._draining: list[FileWatcher] = []
         self._read_upto: dict[str, tuple[int, float]] = {}  # released keys: (bytes read, when)
-        self._deleted: set[str] = set()  # keys of files released after being deleted
+        # keys of files released after being deleted -> (bytes read, delivered state then)
+        self._deleted: dict[str, tuple[int, FileState | None]] = {}
+        self._gz_done: dict[tuple[int, int], tuple[int, int]] = {}  # (dev, ino) -> gz_sig when read whole
+        self._scanned: set[tuple[int, int]] = set()
         self._locations: dict[str, tuple[str, int, int]] = {}
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
@@ -193,7 +221,7 @@ class FileTailer:
         """(path, key, size, origin) of each identified open file; callable from any thread."""
         out = []
         for key, w in list(self._by_key.items()):
-            if w.fd is None:  # closed while idle (max_open_files)
+            if w.fd is None or w.compressed:  # closed while idle; compressed: size is not offsets
                 continue
             try:
                 st = os.fstat(w.fd)
@@ -277,6 +305,9 @@ class FileTailer:
                     self._reidentify(w)
                     continue
                 remaining -= w.pos - pos
+                if w.gz is not None and w.gz.exhausted:
+                    self._release_compressed(w)
+                    continue
                 if len(out) > before:
                     continue
             if w.at_eof and w.lines.pending and now - w.lines.partial_since >= opts.partial_line_timeout:
@@ -307,6 +338,7 @@ class FileTailer:
     # -- discovery and rotation ------------------------------------------------------------
     def _scan(self) -> None:
         seen: set[str] = set()
+        self._scanned.clear()
         for pattern in self.patterns:
             paths = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
             for path in paths:
@@ -317,6 +349,8 @@ class FileTailer:
         for path in list(self._by_path):
             if path not in seen:
                 self._start_draining(self._by_path.pop(path))
+        for where in [k for k in self._gz_done if k not in self._scanned]:
+            del self._gz_done[where]
         self._started = True
 
     def _excluded(self, path: str) -> bool:
@@ -340,12 +374,15 @@ class FileTailer:
         self._warned.discard(path)
         if not stat.S_ISREG(st.st_mode):
             return
+        self._scanned.add((st.st_dev, st.st_ino))
         current = self._by_path.get(path)
         if current is not None:
             if (current.dev, current.ino) == (st.st_dev, st.st_ino):
                 return
             log.info("file rotated: draining the old one, opening the new one", extra={"path": path})
             self._start_draining(self._by_path.pop(path))
+        if self._gz_done.get((st.st_dev, st.st_ino)) == (st.st_size, st.st_mtime_ns):
+            return  # a compressed file already read whole, unchanged since
         other = self._by_inode.get((st.st_dev, st.st_ino))
         if other is not None and other.fd is None:
             self._drop_parked(other)  # renamed while parked, or its inode reused: identity decides
@@ -404,13 +441,26 @@ class FileTailer:
         if w.fd is None:
             return
         opts = self.options
-        key = w.identify(opts.fingerprint_bytes, short_ok)
-        if short_ok:
-            w.short_tried = True
+        if w.compressed or os.pread(w.fd, 2, 0) == GZIP_MAGIC:
+            key = self._identify_compressed(w)
+        else:
+            key = w.identify(opts.fingerprint_bytes, short_ok)
+            if short_ok:
+                w.short_tried = True
         if key is None:
             return
         if key.startswith("crc:") and key not in self._read_upto and self.checkpoints.get(key) is None:
             key = self._short_match(w) or key  # a short file identified earlier, grown since
+        if key in self._by_key and w.gz is not None:
+            # The compressed copy of a file still being read (logrotate `compress`): wait until
+            # that one is released, then resume where it stopped.
+            w.gz.close()
+            w.gz = None
+            return
+        if w.gz is not None and self._skips_history(w, key):
+            log.info("compressed file present at start not read (start_at = end)", extra={"path": w.path})
+            self._release_compressed(w)
+            return
         if key in self._by_key:
             # Same content already being read through another file (e.g. a copytruncate
             # copy while the original is not yet seen truncated): read it once.
@@ -424,12 +474,56 @@ class FileTailer:
         self._locations[key] = (os.path.abspath(w.path), w.dev, w.ino)
         self.checkpoints.track(key, *self._locations[key])
 
+    def _identify_compressed(self, w: FileWatcher) -> str | None:
+        """Identity of a compressed file once it is complete; None while it may still be written."""
+        assert w.fd is not None
+        if not w.compressed:
+            w.compressed = True
+            log.info("compressed file found; read whole once complete", extra={"path": w.path})
+        st = os.fstat(w.fd)
+        now = time.monotonic()
+        if (st.st_size, st.st_mtime_ns) != w.gz_sig:
+            w.gz_sig = (st.st_size, st.st_mtime_ns)
+            w.last_growth = now
+        quiet = self.options.rotate_wait
+        if not (self.options.once or now - w.last_growth >= quiet or time.time() - st.st_mtime >= quiet):
+            return None  # written moments ago: logrotate compresses into the final name
+        w.gz = GzipSource(w.path, self.options.max_line_bytes, w.fd, self.options.fingerprint_bytes)
+        if w.gz.key is None:  # empty, or not readable at all (logged)
+            self._release_compressed(w)
+        return w.gz.key if w.gz is not None else None
+
+    def _skips_history(self, w: FileWatcher, key: str) -> bool:
+        """start_at = end: a compressed file present at start and never read is history."""
+        return (self.options.start_at == "end" and w.initial and key not in self._deleted
+                and key not in self._read_upto and self.checkpoints.get(key) is None
+                and self.checkpoints.load_problem is None)  # unreadable checkpoints: read it all
+
+    def _release_compressed(self, w: FileWatcher) -> None:
+        """Done with a compressed file (read to its end or to damage): not opened again unless it changes."""
+        if w in self._unidentified:
+            self._unidentified.remove(w)
+        if w in self._draining:
+            self._draining.remove(w)
+        if w.key is not None and self._by_key.get(w.key) is w:
+            del self._by_key[w.key]
+            assert w.gz is not None
+            self._read_upto[w.key] = (w.gz.offset, time.monotonic())
+            log.info("compressed file read; released", extra={"path": w.path, "offset": w.gz.offset})
+        if w.gz_sig is not None:
+            self._gz_done[(w.dev, w.ino)] = w.gz_sig
+        self._forget(w)
+        w.close()
+
     def _short_match(self, w: FileWatcher) -> str | None:
         assert w.fd is not None
         candidates = {k for k in self.checkpoints.known() if k.startswith("head")}
         candidates.update(k for k in self._read_upto if k.startswith("head"))
+        size = self.options.fingerprint_bytes
         for k in sorted(candidates):
-            if k not in self._by_key and matches(w.fd, k, self.options.fingerprint_bytes):
+            if k in self._by_key:
+                continue
+            if matches_head(w.gz.head, k, size) if w.gz is not None else matches(w.fd, k, size):
                 return k
         return None
 
@@ -438,7 +532,11 @@ class FileTailer:
         size = os.fstat(w.fd).st_size
         offset: int | None = None
         if key in self._deleted:
-            self._deleted.discard(key)  # the old file with this head was deleted: a new one
+            read, delivered = self._deleted.pop(key)  # the old file with this head was deleted...
+            if w.gz is not None:  # ...and this is its compressed copy: resume where it stopped
+                offset = read
+                if delivered is not None:
+                    self.checkpoints.set(key, delivered)  # keep the position across a restart
         else:
             upto = self._read_upto.pop(key, None)
             offset = upto[0] if upto is not None else None
@@ -453,12 +551,14 @@ class FileTailer:
             offset = size if skip else 0
             if not w.fresh and w.skip_to <= size:
                 offset = max(offset, w.skip_to)
+            if w.compressed:
+                offset = 0  # start_at = end was decided by _skips_history; skip_to counts disk bytes
             log.info("new file", extra={"path": w.path, "offset": offset})
             if offset:
                 # A deliberate skip (start_at=end, ignore_older) is a position too: without it a
                 # crash before the first delivery would skip again what was appended meanwhile.
                 self.checkpoints.advance({key: offset}, {key: (os.path.abspath(w.path), w.dev, w.ino)})
-        elif offset > size:
+        elif offset > size and not w.compressed:  # (a compressed file checks its decompressed length)
             log.warning(
                 "file is shorter than its checkpoint (truncated while stopped); reading from 0",
                 extra={"path": w.path, "checkpoint": offset, "size": size},
@@ -508,7 +608,7 @@ class FileTailer:
             if w.key is not None and self._by_key.get(w.key) is w:
                 del self._by_key[w.key]
                 if deleted:
-                    self._deleted.add(w.key)
+                    self._deleted[w.key] = (w.pos, self.checkpoints.get(w.key))
                     self.checkpoints.remove(w.key)
                 else:
                     self._read_upto[w.key] = (w.pos, now)
