@@ -14,15 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
-import pytest
 from conftest import fast_args, wait_until
 
 from .conftest import SCALE, Tally, rss_kib
-
-# Runs as soon as the receiver (issue #4, branch `receiver`) is merged; until then it reports a skip.
-pytest.importorskip("forwarder.receiver", reason="the HTTP receiver (branch receiver) is not merged yet")
-httpx = pytest.importorskip("httpx")
 
 EVENTS = "/v1/analytics/events"
 BATCH = "/v1/analytics/batch"
