@@ -54,6 +54,7 @@ class RunResult:
     stats: dict[str, int | str]
     clean: bool  # everything read was delivered
     interrupted: bool = False  # stopped by a signal before the source was exhausted
+    failed: bool = False  # a worker thread crashed (a bug): exit non-zero
 
 
 @dataclass
@@ -142,12 +143,37 @@ class Forwarder:
         self.notifier = Notifier()
         self._http: list[HttpServer] = []
         self._stop_requested = threading.Event()
+        self._reader: Reader | None = None
+        self._senders: Senders | None = None
+        self._check: threading.Thread | None = None
+        self.failed = False  # a worker thread crashed
 
     def ready(self) -> tuple[bool, list[str]]:
         """Readiness for /readyz: (ready, reasons it is not)."""
         s = self.settings
         return readiness(self.phase, str(self.stats.sink_state), self._lag(),
                          s.ready_max_lag_bytes, s.ready_max_lag_seconds)
+
+    def _abort(self) -> None:
+        """Give up delivering: what is not acknowledged stays in the files for the next run."""
+        for server in self._http:
+            server.server.force_exit = True
+        for stoppable in (self._reader, self._senders):
+            if stoppable is not None:
+                stoppable.abort.set()
+        if self._reader is not None:
+            self._reader.stop.set()
+
+    def _thread_crashed(self, args: threading.ExceptHookArgs) -> None:
+        """A worker thread died of a bug: say so loudly, stop like on SIGTERM, exit non-zero."""
+        name = args.thread.name if args.thread is not None else "?"
+        log.critical("internal error in thread %s; stopping (nothing unacknowledged is lost)", name,
+                     exc_info=args.exc_value or True)
+        self.failed = True
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.settings.shutdown_timeout
+        self._stop_requested.set()
+        self.wake.set()
 
     def run(self) -> RunResult:
         s = self.settings
@@ -161,10 +187,17 @@ class Forwarder:
         s.state_dir.mkdir(parents=True, exist_ok=True)
         lock = StateDirLock(s.state_dir, self.hooks.lock_name)
         lock.acquire()
+        restore = self._install_signals()
+        previous_hook, threading.excepthook = threading.excepthook, self._thread_crashed
         try:
             return self._run()
         finally:
+            threading.excepthook = previous_hook
+            restore()
             lock.release()
+            if self._check is not None:
+                # statsig-python-core aborts the process if the interpreter exits under it.
+                self._check.join(s.check_timeout + 5)
 
     def _run(self) -> RunResult:
         s = self.settings
@@ -220,7 +253,7 @@ class Forwarder:
         collector.register()
         watchdog = None
         live = _Live(tailer, observer, dir_change, reader.batcher, backoff)
-        restore = self._install_signals(reader, senders)
+        self._reader, self._senders = reader, senders
         try:
             senders.start()
             reader_thread.start()
@@ -255,7 +288,6 @@ class Forwarder:
         finally:
             self.phase = "stopping"
             self._stop_servers()
-            restore()
             if watchdog is not None:
                 watchdog.stopped.set()
             collector.unregister()
@@ -269,7 +301,7 @@ class Forwarder:
             deadletter.close()
         snapshot = self.stats.snapshot()
         log.info("stopped", extra={**snapshot, "delivered_everything_read": clean})
-        return RunResult(snapshot, clean, interrupted=self._signals > 0)
+        return RunResult(snapshot, clean, interrupted=self._signals > 0, failed=self.failed)
 
     def _drain(self, senders: Senders, reader: Reader, tick: Callable[[], None] = lambda: None) -> bool:
         while not reader.abort.is_set():
@@ -322,7 +354,7 @@ class Forwarder:
             return StdoutSink()
         assert key is not None
         log.info("forwarding to Statsig", extra={"url": f"{s.statsig_api}/log_event", "key": redact(key)})
-        check_in_background(s)
+        self._check = check_in_background(s)
         return StatsigSink(s.statsig_api, key, s.request_timeout, s.gzip_level)
 
     def _reload(self, live: _Live) -> None:
@@ -369,7 +401,9 @@ class Forwarder:
             log.warning("changed options need a restart to take effect", extra={"options": restart})
         self.notifier.ready("forwarding")
 
-    def _install_signals(self, reader: Reader, senders: Senders) -> Callable[[], None]:
+    def _install_signals(self) -> Callable[[], None]:
+        """Installed before anything starts, so a signal during start-up is handled too."""
+
         def handle(signum: int, frame: FrameType | None) -> None:
             self._signals += 1
             if self._signals == 1:
@@ -380,11 +414,7 @@ class Forwarder:
                 self._stop_requested.set()  # the main loop stops the receiver, then the reader
             else:
                 log.warning("second signal: stopping now; undelivered events stay in the file")
-                for server in self._http:
-                    server.server.force_exit = True
-                reader.stop.set()
-                reader.abort.set()
-                senders.abort.set()
+                self._abort()
             self.wake.set()
 
         def hangup(signum: int, frame: FrameType | None) -> None:

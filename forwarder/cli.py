@@ -126,10 +126,12 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
         except ConfigError as e:
             raise click.UsageError(str(e)) from None
     try:
-        Forwarder(settings, reload=lambda: build_settings(config, paths, options)).run()
+        result = Forwarder(settings, reload=lambda: build_settings(config, paths, options)).run()
     except (StateLockedError, ServeError, ConfigError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    if result.failed:
+        sys.exit(1)
 
 
 @main.command()

@@ -215,6 +215,8 @@ def replay(settings: Settings, patterns: tuple[str, ...], options: ReplayOptions
     summary = summarize(result, time.monotonic() - started)
     log.info("replay finished" if not result.interrupted else "replay interrupted", extra=summary)
     click.echo(format_summary(summary, result), err=True)
+    if result.failed:
+        return 1
     return EXIT_INTERRUPTED if result.interrupted else 0
 
 
