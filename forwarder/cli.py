@@ -29,8 +29,9 @@ _SHORT_FLAGS = {"receiver.listen": "--listen", "receiver.durability": "--durabil
 def _click_type(info: FieldInfo) -> tuple[Any, bool]:
     """(click type, is_flag) for a Settings field."""
     ann = info.annotation
-    args = [a for a in typing.get_args(ann) if a is not type(None)] or [ann]
-    base = args[0]
+    if typing.get_origin(ann) is not typing.Literal:  # Optional[X] -> X
+        ann = next((a for a in typing.get_args(ann) if a is not type(None)), ann)
+    base = ann
     if base is bool:
         return bool, True
     if typing.get_origin(base) is typing.Literal:
