@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import event_line, read_checkpoints, seqs, wait_until
+from conftest import event_line, fast_args, read_checkpoints, seqs, wait_until
 from tailkit import assert_exactly_once, assert_no_loss, run, wait_seqs, write
 
 
@@ -127,7 +127,7 @@ def test_rotate_wait_expiring_while_sink_down_keeps_unread_bytes(spawn, fake, tm
     write(f, range(2000))
     fake.fail_always(503)
     cli = spawn("run", str(f), "--batch-size", "20", "--max-in-flight", "1",
-                *__import__("conftest").fast_args(fake, tmp_path / "state"))
+                *fast_args(fake, tmp_path / "state"))
     wait_until(lambda: len(fake.requests) >= 3)
     os.rename(f, logs / "rotated.ndjson")  # not matched: only the open descriptor can finish it
     write(f, range(2000, 2010))
@@ -143,7 +143,7 @@ def test_deleted_file_is_read_to_its_end_then_closed(spawn, fake, tmp_path):
     write(f, range(500))
     fake.fail_always(503)
     cli = spawn("run", str(f), "--batch-size", "20", "--max-in-flight", "1",
-                *__import__("conftest").fast_args(fake, tmp_path / "state"))
+                *fast_args(fake, tmp_path / "state"))
     wait_until(lambda: len(fake.requests) >= 2)
     f.unlink()  # still open: its unread lines are read before it is let go
     time.sleep(0.8)
