@@ -23,7 +23,6 @@ class DeadLetter:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._dirty = False
-        self.count = 0
 
     def write(self, rejection: Rejection) -> None:
         record: dict[str, Any] = {
@@ -54,7 +53,6 @@ class DeadLetter:
                     os.ftruncate(self._fd, size)  # never leave a torn record behind
                 raise
             self._dirty = True
-            self.count += 1
 
     def sync(self) -> None:
         """fsync what was written; called before a checkpoint that covers it is saved."""

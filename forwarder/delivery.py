@@ -60,7 +60,6 @@ class Acker:
         self._done: dict[int, Batch] = {}
         self._opened: dict[int, float] = {}  # unacknowledged batches -> when they opened
         self._next = 0
-        self.acked = 0
 
     def begin(self, batch: Batch) -> None:
         """A sender took `batch`: it counts as undelivered until acknowledged."""
@@ -79,7 +78,6 @@ class Acker:
                 finished = self._done.pop(self._next)
                 self._opened.pop(finished.seq, None)
                 self._next += 1
-                self.acked += 1
                 if self._checkpoints is not None and finished.positions:
                     where = {k: self._location(k) for k in finished.positions}
                     self._checkpoints.advance(finished.positions, where)
