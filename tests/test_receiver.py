@@ -152,6 +152,29 @@ def test_every_error_code_and_nothing_appended(spawn: Callable[..., Cli], tmp_pa
     assert not log.exists() or log.read_bytes() == b""
 
 
+def test_slow_headers_and_silent_connections_are_closed(spawn: Callable[..., Cli], tmp_path: Path) -> None:
+    """Slowloris on the headers (uvicorn has no such timeout): closed after read_timeout."""
+    log = tmp_path / "events.ndjson"
+    cli, url = start(spawn, str(log), "--receiver-read-timeout", "1")
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    silent = socket.create_connection((host, int(port)))
+    slow = socket.create_connection((host, int(port)))
+    slow.sendall(f"POST {EVENTS} HTTP/1.1\r\nHost: x\r\n".encode())
+    started = time.monotonic()
+    with httpx.Client(base_url=url) as c:
+        for i in range(3):  # well-behaved clients are served meanwhile
+            slow.sendall(b"X-Slow: 1\r\n")
+            assert c.post(EVENTS, json=ev(i)).status_code == 200
+            time.sleep(0.2)
+    for sock in (silent, slow):
+        sock.settimeout(10)
+        assert sock.recv(65536) == b"", "the server closed the connection"
+        sock.close()
+    assert time.monotonic() - started < 5
+    assert len(lines(log)) == 3
+    assert cli.stop() == 0
+
+
 def test_bearer_token(spawn: Callable[..., Cli], tmp_path: Path) -> None:
     log = tmp_path / "events.ndjson"
     token = "tok-" + "s3cr3t" * 5

@@ -7,6 +7,7 @@ clear error. uvicorn installs no signal handlers outside the main thread: the pr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import socket
@@ -16,6 +17,7 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..errors import ServeError
 from ..settings import Settings, parse_listen
@@ -25,6 +27,47 @@ from .appender import Appender
 log = logging.getLogger(__name__)
 
 DEFAULT_RECEIVE_LISTEN = "127.0.0.1:8080"
+
+
+class _HeaderDeadline(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus a deadline on request headers.
+
+    uvicorn bounds idle keep-alive connections and the app bounds slow bodies (408), but a
+    client that connects and then sends its headers slowly, or nothing at all (slowloris),
+    would hold a connection forever: it is closed `header_timeout` after the request began.
+    """
+
+    header_timeout = 10.0
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:  # the next request on a kept-alive connection
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._deadline = self.loop.call_later(self.header_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        self.transport.close()
 
 
 class HttpServer:
@@ -47,7 +90,9 @@ class HttpServer:
             raise ServeError(f"cannot listen on {listen}: {e.strerror or e}") from None
         self.address = f"{host}:{self.sock.getsockname()[1]}"
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # our own start/stop lines suffice
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False,
+        protocol = type("HeaderDeadline", (_HeaderDeadline,), {"header_timeout": idle_timeout})
+        config = uvicorn.Config(app, http=protocol, log_config=None, access_log=False, lifespan="off",
+                                server_header=False,
                                 proxy_headers=False, timeout_keep_alive=max(1, int(idle_timeout)),
                                 timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
