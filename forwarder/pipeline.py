@@ -17,6 +17,7 @@ from .deadletter import DeadLetter
 from .event import UnknownFields, fast_path
 from .model import Batch, Chunk, Rejection, StatsigEvent
 from .source import Source
+from .source.lines import too_long
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -108,14 +109,14 @@ class Reader:
         n_events = 0
         n_skipped = 0
         holes = b"\0" in chunk.data
+        check_len = len(chunk.data) > max_len  # no line can be longer than its chunk
         for line in lines:
             start = offset
             offset += len(line) + 1
             if holes and line[:1] == b"\0":  # hole left by a writer that kept its offset (copytruncate)
                 line = line.lstrip(b"\0")
-            if len(line) > max_len:
-                self._reject(Rejection(key, chunk.path, start, offset, f"line too long: {len(line)} bytes > "
-                                       f"max_line_bytes {max_len}", line[:4096], len(line)))
+            if check_len and len(line) > max_len:
+                self._reject(too_long(key, chunk.path, start, offset, line, len(line), max_len))
                 continue
             try:  # the common case inline; parse_line/decode_object decide (and explain) the rest
                 obj = loads(line)

@@ -15,7 +15,7 @@ from typing import BinaryIO
 from .codec import LineError, decode_line
 from .event import UnknownFields
 from .model import Chunk, Item
-from .source.lines import LineBuffer
+from .source.lines import LineBuffer, too_long_reason
 
 READ_SIZE = 256 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
@@ -90,7 +90,7 @@ def _judge(item: Item, report: FileReport, max_len: int, unknown: UnknownFields,
         start = offset
         offset += len(line) + 1
         if len(line) > max_len:
-            reason = f"line too long: {len(line)} bytes > max_line_bytes {max_len}"
+            reason = too_long_reason(len(line), max_len)
         elif not line.strip():
             report.blank += 1
             continue

@@ -9,6 +9,15 @@ from ..model import Chunk, Item, Rejection
 REJECT_PREFIX_BYTES = 4096
 
 
+def too_long(key: str | None, path: str, offset: int, end: int, raw: bytes, size: int, limit: int) -> Rejection:
+    """The Rejection of a line over max_line_bytes (only its first bytes are kept)."""
+    return Rejection(key, path, offset, end, too_long_reason(size, limit), raw[:REJECT_PREFIX_BYTES], size)
+
+
+def too_long_reason(size: int, limit: int) -> str:
+    return f"line too long: {size} bytes > max_line_bytes {limit}"
+
+
 class LineBuffer:
     """Accumulates bytes of one stream and emits Chunks of whole lines.
 
@@ -81,17 +90,7 @@ class LineBuffer:
     def _end_skip(self, out: list[Item], terminated: bool = True) -> None:
         size = self._skipped - (1 if terminated else 0)
         end = self.offset + self._skipped
-        out.append(
-            Rejection(
-                self.key,
-                self.path,
-                self.offset,
-                end,
-                f"line too long: {size} bytes > max_line_bytes {self.max_line_bytes}",
-                self._skip_prefix,
-                size,
-            )
-        )
+        out.append(too_long(self.key, self.path, self.offset, end, self._skip_prefix, size, self.max_line_bytes))
         self.offset = end
         self._skipping = False
         self._skip_prefix = b""
