@@ -11,6 +11,13 @@ from conftest import Cli, event_line, fast_args, seqs, wait_until
 from fake_statsig import FakeStatsig
 
 
+def logs_dir(tmp_path: Path) -> Path:
+    """A fresh directory for a scenario's log files (apart from the state dir)."""
+    d = tmp_path / "logs"
+    d.mkdir()
+    return d
+
+
 def lines(seq_range: Iterable[int]) -> bytes:
     return b"".join(event_line(i) for i in seq_range)
 
@@ -23,6 +30,14 @@ def write(path: Path, seq_range: Iterable[int]) -> None:
 def run(spawn: Callable[..., Cli], fake: FakeStatsig, state: Path, *args: str) -> Cli:
     """The real CLI following `args` (paths and extra flags) with quick intervals."""
     return spawn("run", *args, *fast_args(fake, state))
+
+
+def deliver_and_stop(spawn: Callable[..., Cli], fake: FakeStatsig, state: Path, expected: Iterable[int],
+                     *args: str) -> None:
+    """A first run that delivers `expected` and stops cleanly (the state then holds its checkpoints)."""
+    cli = run(spawn, fake, state, *args)
+    wait_seqs(fake, expected)
+    assert cli.stop() == 0
 
 
 def wait_seqs(fake: FakeStatsig, expected: Iterable[int], timeout: float = 30) -> None:

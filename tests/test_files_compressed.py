@@ -9,13 +9,7 @@ import zlib
 from pathlib import Path
 
 from conftest import fast_args, read_checkpoints
-from tailkit import assert_exactly_once, lines, run, wait_seqs, write
-
-
-def _logs(tmp_path: Path) -> Path:
-    d = tmp_path / "logs"
-    d.mkdir()
-    return d
+from tailkit import assert_exactly_once, lines, logs_dir, run, wait_seqs, write
 
 
 def _write_gz_slowly(dest: Path, data: bytes, pieces: int = 8, pause: float = 0.15) -> None:
@@ -34,7 +28,7 @@ def _msgs(cli, text: str) -> list[dict]:
 
 
 def test_logrotate_compress_of_a_delivered_file_sends_nothing_again(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     state = tmp_path / "state"
     pattern = str(logs / "events.ndjson*")
@@ -63,7 +57,7 @@ def test_logrotate_compress_of_a_delivered_file_sends_nothing_again(spawn, fake,
 
 
 def test_new_gz_written_slowly_is_delivered_exactly_once(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     state = tmp_path / "state"
     write(f, range(10))
@@ -85,7 +79,7 @@ def test_new_gz_written_slowly_is_delivered_exactly_once(spawn, fake, tmp_path):
 
 
 def test_restart_midway_through_a_large_gz_resumes_without_loss_or_duplicates(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     state = tmp_path / "state"
     data = lines(range(20000))
     (logs / "big.ndjson.1.gz").write_bytes(gzip.compress(data))
@@ -107,7 +101,7 @@ def test_restart_midway_through_a_large_gz_resumes_without_loss_or_duplicates(sp
 
 
 def test_corrupt_gz_delivers_what_it_can_and_other_files_keep_flowing(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     write(f, range(100))
     packed = gzip.compress(lines(range(1000, 3000)))
@@ -131,7 +125,7 @@ def test_corrupt_gz_delivers_what_it_can_and_other_files_keep_flowing(spawn, fak
 
 
 def test_gz_compressed_before_the_last_writes_sends_nothing_again(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     write(f, range(50))
     cli = run(spawn, fake, tmp_path / "state", str(logs / "events.ndjson*"))
@@ -151,7 +145,7 @@ def test_gz_compressed_before_the_last_writes_sends_nothing_again(spawn, fake, t
 
 
 def test_start_at_end_skips_gz_present_at_start_but_reads_new_ones(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     (logs / "history.ndjson.2.gz").write_bytes(gzip.compress(lines(range(100))))
     write(logs / "events.ndjson", range(100, 110))
     cli = run(spawn, fake, tmp_path / "state", str(logs / "*.ndjson*"), "--start-at", "end")

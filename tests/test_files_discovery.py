@@ -7,17 +7,11 @@ import time
 from pathlib import Path
 
 from conftest import read_checkpoints, seqs, wait_until
-from tailkit import assert_exactly_once, run, wait_seqs, write
-
-
-def _logs(tmp_path: Path) -> Path:
-    d = tmp_path / "logs"
-    d.mkdir()
-    return d
+from tailkit import assert_exactly_once, logs_dir, run, wait_seqs, write
 
 
 def test_new_files_matching_recursive_glob_are_found_and_exclude_is_honoured(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     write(logs / "a.ndjson", range(10))
     cli = run(spawn, fake, tmp_path / "state", str(logs / "**" / "*.ndjson"), "--exclude", "*debug*",
               "--glob-interval", "30")  # only directory events can find the new files in time
@@ -32,7 +26,7 @@ def test_new_files_matching_recursive_glob_are_found_and_exclude_is_honoured(spa
 
 
 def test_file_reached_through_two_paths_is_read_once(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     real = logs / "app-1.ndjson"
     write(real, range(20))
     os.symlink(real, logs / "current.ndjson")
@@ -48,7 +42,7 @@ def test_symlink_whose_target_rotates(spawn, fake, tmp_path):
     # Kubernetes: /var/log/containers/x.log -> /var/log/pods/.../0.log, rotated by kubelet.
     pods = tmp_path / "pods"
     pods.mkdir()
-    containers = _logs(tmp_path)
+    containers = logs_dir(tmp_path)
     target = pods / "0.log"
     write(target, range(20))
     os.symlink(target, containers / "app.log")
@@ -63,7 +57,7 @@ def test_symlink_whose_target_rotates(spawn, fake, tmp_path):
 
 
 def test_ignore_older_skips_old_files_until_they_change(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     old = logs / "old.ndjson"
     write(old, range(1000, 1010))
     day_ago = time.time() - 86400
@@ -78,7 +72,7 @@ def test_ignore_older_skips_old_files_until_they_change(spawn, fake, tmp_path):
 
 
 def test_many_files_with_a_small_open_file_cap(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     for i in range(20):
         write(logs / f"f{i:02d}.ndjson", range(i * 100, i * 100 + 5))
     cli = run(spawn, fake, tmp_path / "state", str(logs / "*.ndjson"), "--max-open-files", "4")
@@ -100,7 +94,7 @@ def _points_into(pid: int, fd: str, d: Path) -> bool:
 
 
 def test_poll_mode_follows_appends_and_rotation(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     write(f, range(10))
     cli = run(spawn, fake, tmp_path / "state", str(f), "--poll")
@@ -114,7 +108,7 @@ def test_poll_mode_follows_appends_and_rotation(spawn, fake, tmp_path):
 
 
 def test_checkpoint_of_a_file_gone_expires_after_checkpoint_ttl(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     state = tmp_path / "state"
     write(logs / "a.ndjson", range(10))
     write(logs / "b.ndjson", range(10, 20))

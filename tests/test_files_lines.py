@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import event_line, read_checkpoints, seqs, wait_until
-from tailkit import assert_exactly_once, assert_no_loss, run, wait_seqs, write
+from tailkit import assert_exactly_once, assert_no_loss, deliver_and_stop, run, wait_seqs, write
 
 
 def _file(tmp_path: Path) -> Path:
@@ -108,9 +108,7 @@ def test_damaged_checkpoint_means_rereading_never_loss(spawn, fake, tmp_path, da
     f = _file(tmp_path)
     state = tmp_path / "state"
     write(f, range(20))
-    cli = run(spawn, fake, state, str(f))
-    wait_seqs(fake, range(20))
-    assert cli.stop() == 0
+    deliver_and_stop(spawn, fake, state, range(20), str(f))
     cp = state / "checkpoints.json"
     if damage == "missing":
         cp.unlink()

@@ -5,25 +5,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 from conftest import event_line, fast_args, read_checkpoints, seqs, wait_until
-from tailkit import assert_exactly_once, assert_no_loss, run, wait_seqs, write
-
-
-def _logs(tmp_path: Path) -> Path:
-    d = tmp_path / "logs"
-    d.mkdir()
-    return d
+from tailkit import assert_exactly_once, assert_no_loss, deliver_and_stop, logs_dir, run, wait_seqs, write
 
 
 def test_restart_resumes_at_saved_position(spawn, fake, tmp_path):
-    f = _logs(tmp_path) / "events.ndjson"
+    f = logs_dir(tmp_path) / "events.ndjson"
     state = tmp_path / "state"
     write(f, range(50))
-    cli = run(spawn, fake, state, str(f))
-    wait_seqs(fake, range(50))
-    assert cli.stop() == 0
+    deliver_and_stop(spawn, fake, state, range(50), str(f))
     assert next(iter(read_checkpoints(state).values()))["offset"] == f.stat().st_size
     write(f, range(50, 100))
     cli = run(spawn, fake, state, str(f))
@@ -32,14 +23,12 @@ def test_restart_resumes_at_saved_position(spawn, fake, tmp_path):
 
 
 def test_partial_line_across_restart_is_delivered_once_whole(spawn, fake, tmp_path):
-    f = _logs(tmp_path) / "events.ndjson"
+    f = logs_dir(tmp_path) / "events.ndjson"
     state = tmp_path / "state"
     last = event_line(5)
     with open(f, "wb") as out:
         out.write(b"".join(event_line(i) for i in range(5)) + last[:40])
-    cli = run(spawn, fake, state, str(f))
-    wait_seqs(fake, range(5))
-    assert cli.stop() == 0
+    deliver_and_stop(spawn, fake, state, range(5), str(f))
     with open(f, "ab") as out:
         out.write(last[40:] + event_line(6))
     cli = run(spawn, fake, state, str(f))
@@ -49,7 +38,7 @@ def test_partial_line_across_restart_is_delivered_once_whole(spawn, fake, tmp_pa
 
 
 def test_rename_rotation_old_file_written_after_rename_is_drained(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     writer = open(f, "ab", buffering=0)  # noqa: SIM115 - held open across the rename
     writer.write(b"".join(event_line(i) for i in range(20)))
@@ -67,7 +56,7 @@ def test_rename_rotation_old_file_written_after_rename_is_drained(spawn, fake, t
 
 
 def test_twenty_rotations_under_steady_writes_lose_nothing(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     f.touch()
     cli = run(spawn, fake, tmp_path / "state", str(f))
@@ -89,7 +78,7 @@ def test_twenty_rotations_under_steady_writes_lose_nothing(spawn, fake, tmp_path
 
 
 def test_very_fast_rotations_with_rotated_names_in_the_glob(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     write(f, range(10))
     cli = run(spawn, fake, tmp_path / "state", str(logs / "events.ndjson*"))
@@ -106,13 +95,11 @@ def test_very_fast_rotations_with_rotated_names_in_the_glob(spawn, fake, tmp_pat
 
 
 def test_rotation_while_stopped_resumes_old_file_and_reads_new(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     state = tmp_path / "state"
     write(f, range(30))
-    cli = run(spawn, fake, state, str(logs / "events.ndjson*"))
-    wait_seqs(fake, range(30))
-    assert cli.stop() == 0
+    deliver_and_stop(spawn, fake, state, range(30), str(logs / "events.ndjson*"))
     write(f, range(30, 40))  # written before the rotation, while we were down
     os.rename(f, logs / "events.ndjson.1")
     write(f, range(40, 60))
@@ -122,7 +109,7 @@ def test_rotation_while_stopped_resumes_old_file_and_reads_new(spawn, fake, tmp_
 
 
 def test_rotate_wait_expiring_while_sink_down_keeps_unread_bytes(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     write(f, range(2000))
     fake.fail_always(503)
@@ -138,7 +125,7 @@ def test_rotate_wait_expiring_while_sink_down_keeps_unread_bytes(spawn, fake, tm
 
 
 def test_deleted_file_is_read_to_its_end_then_closed(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     write(f, range(500))
     fake.fail_always(503)
@@ -167,7 +154,7 @@ def _link_ok(pid: int, fd: str) -> bool:
 
 
 def test_delete_and_recreate_same_path_is_read_from_start(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     state = tmp_path / "state"
     write(f, range(40))
@@ -182,13 +169,11 @@ def test_delete_and_recreate_same_path_is_read_from_start(spawn, fake, tmp_path)
 
 
 def test_inode_reuse_by_a_new_file_starts_at_zero(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     state = tmp_path / "state"
     write(f, range(40))
-    cli = run(spawn, fake, state, str(f))
-    wait_seqs(fake, range(40))
-    assert cli.stop() == 0
+    deliver_and_stop(spawn, fake, state, range(40), str(f))
     old_ino = f.stat().st_ino
     f.unlink()
     # Free inodes are handed out again: create files until one gets the old number.
@@ -207,7 +192,7 @@ def test_inode_reuse_by_a_new_file_starts_at_zero(spawn, fake, tmp_path):
 
 
 def test_kill9_during_steady_writes_loses_nothing(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     state = tmp_path / "state"
     stop = threading.Event()

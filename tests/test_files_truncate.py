@@ -5,19 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from pathlib import Path
 
-from tailkit import assert_exactly_once, lines, run, wait_seqs, write
-
-
-def _logs(tmp_path: Path) -> Path:
-    d = tmp_path / "logs"
-    d.mkdir()
-    return d
+from tailkit import assert_exactly_once, deliver_and_stop, lines, logs_dir, run, wait_seqs, write
 
 
 def test_copytruncate_live_copy_resumes_at_saved_offset(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     write(f, range(100))
     cli = run(spawn, fake, tmp_path / "state", str(logs / "events.ndjson*"))
@@ -31,13 +24,11 @@ def test_copytruncate_live_copy_resumes_at_saved_offset(spawn, fake, tmp_path):
 
 
 def test_copytruncate_while_stopped(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     state = tmp_path / "state"
     write(f, range(100))
-    cli = run(spawn, fake, state, str(logs / "events.ndjson*"))
-    wait_seqs(fake, range(100))
-    assert cli.stop() == 0
+    deliver_and_stop(spawn, fake, state, range(100), str(logs / "events.ndjson*"))
     write(f, range(100, 150))
     shutil.copyfile(f, logs / "events.ndjson.1")
     os.truncate(f, 0)
@@ -48,7 +39,7 @@ def test_copytruncate_while_stopped(spawn, fake, tmp_path):
 
 
 def test_copytruncate_with_stale_writer_leaving_a_hole(spawn, fake, tmp_path):
-    logs = _logs(tmp_path)
+    logs = logs_dir(tmp_path)
     f = logs / "events.ndjson"
     writer = open(f, "wb", buffering=0)  # no O_APPEND: keeps its offset across the truncation  # noqa: SIM115
     writer.write(lines(range(100)))
@@ -67,7 +58,7 @@ def test_copytruncate_with_stale_writer_leaving_a_hole(spawn, fake, tmp_path):
 
 
 def test_truncate_then_append_less_than_old_offset(spawn, fake, tmp_path):
-    f = _logs(tmp_path) / "events.ndjson"
+    f = logs_dir(tmp_path) / "events.ndjson"
     write(f, range(100))
     cli = run(spawn, fake, tmp_path / "state", str(f))
     wait_seqs(fake, range(100))
@@ -78,7 +69,7 @@ def test_truncate_then_append_less_than_old_offset(spawn, fake, tmp_path):
 
 
 def test_truncate_then_append_more_than_old_offset(spawn, fake, tmp_path):
-    f = _logs(tmp_path) / "events.ndjson"
+    f = logs_dir(tmp_path) / "events.ndjson"
     write(f, range(10))
     cli = run(spawn, fake, tmp_path / "state", str(f))
     wait_seqs(fake, range(10))
@@ -89,12 +80,10 @@ def test_truncate_then_append_more_than_old_offset(spawn, fake, tmp_path):
 
 
 def test_truncated_while_stopped_is_read_from_start(spawn, fake, tmp_path):
-    f = _logs(tmp_path) / "events.ndjson"
+    f = logs_dir(tmp_path) / "events.ndjson"
     state = tmp_path / "state"
     write(f, range(50))
-    cli = run(spawn, fake, state, str(f))
-    wait_seqs(fake, range(50))
-    assert cli.stop() == 0
+    deliver_and_stop(spawn, fake, state, range(50), str(f))
     os.truncate(f, 0)
     write(f, range(50, 55))
     cli = run(spawn, fake, state, str(f))
