@@ -23,24 +23,27 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from .batcher import Batcher
-from .checkpoint import CHECKPOINT_FILE, LOCK_FILE, Checkpoints, StateDirLock
-from .deadletter import DeadLetter
-from .delivery import Acker, Backoff, Senders
+from .commands.check import check_in_background
+from .decode.reader import Reader, Selector
+from .delivery.acker import Acker
+from .delivery.batcher import Batcher
+from .delivery.ratelimit import TokenBucket
+from .delivery.senders import Backoff, Senders
+from .delivery.sink import Sink, StatsigSink, StdoutSink
 from .health import Lag, LagProbe, readiness
 from .logs import redact
 from .metrics import RunCollector
 from .model import Batch
-from .pipeline import Reader, Selector
-from .ratelimit import TokenBucket
 from .sdnotify import Notifier, Watchdog
 from .settings import Settings
-from .sink import Sink, StatsigSink, StdoutSink
 from .source import Source
 from .source.files import FileTailer, TailOptions
 from .source.stdin import StreamSource
 from .source.wake import Watching, start_observer
-from .startup_check import check_in_background
+from .state.checkpoints import CHECKPOINT_FILE, Checkpoints
+from .state.deadletter import DeadLetter
+from .state.lock import LOCK_FILE, StateDirLock
+from .state.writer import CheckpointWriter
 from .stats import Stats
 
 if TYPE_CHECKING:
@@ -67,38 +70,6 @@ class RunHooks:
     select: Selector | None = None  # which valid events to send; the others are skipped
     limiter: TokenBucket | None = None  # pace the senders (events/s)
     tick: Callable[[Source, Stats], None] | None = None  # from the main thread, about 5 times a second
-
-
-class CheckpointWriter(threading.Thread):
-    """Flushes the dead-letter file, then the checkpoints, every interval."""
-
-    def __init__(self, checkpoints: Checkpoints, deadletter: DeadLetter, interval: float) -> None:
-        super().__init__(name="checkpoint-writer", daemon=True)
-        self.checkpoints = checkpoints
-        self.deadletter = deadletter
-        self.interval = interval
-        self.stopped = threading.Event()
-        self._failing = False
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            self.flush()
-
-    def flush(self) -> bool:
-        try:
-            self.deadletter.sync()
-            self.checkpoints.flush()
-        except OSError as e:
-            # The previous checkpoint file is intact (atomic replace); retry next interval.
-            if not self._failing:
-                log.error("cannot write checkpoint, will retry", extra={"error": str(e),
-                          "path": str(self.checkpoints.path)})
-            self._failing = True
-            return False
-        if self._failing:
-            log.info("checkpoint writes recovered")
-        self._failing = False
-        return True
 
 
 # Options SIGHUP applies to a running forwarder; any other change needs a restart.

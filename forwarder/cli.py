@@ -159,7 +159,7 @@ def receive(config: Path | None, paths: tuple[str, ...], **options: Any) -> None
 @settings_options
 def check(config: Path | None, **options: Any) -> None:
     """Check with statsig-python-core that the key and the Statsig endpoints answer."""
-    from .startup_check import check_statsig
+    from .commands.check import check_statsig
 
     settings = build_settings(config, (), options)
     setup_logging(settings.log_level, settings.log_format, [settings.secret_key or ""])
@@ -190,8 +190,8 @@ def replay(config: Path | None, files: tuple[str, ...], since: str | None, until
     `run`'s, in <state_dir>/replay-checkpoints.json); --restart starts over on purpose.
     Exit 0 when done, 130 when interrupted.
     """
-    from .replay import EventSelector, ReplayOptions, parse_time
-    from .replay import replay as do_replay
+    from .commands.replay import EventSelector, ReplayOptions, parse_time
+    from .commands.replay import replay as do_replay
 
     settings = build_settings(config, (), options)
     setup_logging(settings.log_level, settings.log_format, [settings.secret_key or ""])
@@ -224,7 +224,7 @@ def validate(config: Path | None, files: tuple[str, ...], as_json: bool, **optio
     """
     import orjson
 
-    from .validate import BadLine, FileReport, open_input, validate_stream
+    from .commands.validate import BadLine, FileReport, open_input, validate_stream
 
     settings = build_settings(config, (), options)
 
@@ -266,8 +266,9 @@ def _state_options(func: F) -> F:
 
 def _open_checkpoints(config: Path | None, state_dir: Path | None, namespace: str,
                       readonly: bool) -> tuple[Any, Any]:
-    from .checkpoint import Checkpoints, StateDirLock
-    from .positions import NAMESPACES
+    from .commands.checkpoints import NAMESPACES
+    from .state.checkpoints import Checkpoints
+    from .state.lock import StateDirLock
 
     settings = build_settings(config, (), {"state_dir": state_dir})
     if not settings.state_dir.is_dir():
@@ -296,7 +297,7 @@ def checkpoints_list(config: Path | None, state_dir: Path | None, namespace: str
     """Every tracked file: fingerprint, offset, size, lag, last delivered time, path."""
     import orjson
 
-    from .positions import rows
+    from .commands.checkpoints import rows
 
     cps, _ = _open_checkpoints(config, state_dir, namespace, readonly=True)
     table = rows(cps)
@@ -322,7 +323,7 @@ def checkpoints_show(config: Path | None, state_dir: Path | None, namespace: str
     """The checkpoint(s) of TARGET (a path or a fingerprint), as JSON."""
     import orjson
 
-    from .positions import find, rows
+    from .commands.checkpoints import find, rows
 
     cps, _ = _open_checkpoints(config, state_dir, namespace, readonly=True)
     keys = set(find(cps, target))
@@ -344,7 +345,7 @@ def checkpoints_set(config: Path | None, state_dir: Path | None, namespace: str,
     An offset inside a line moves forward to the next line start. For .gz files, offsets
     count decompressed bytes.
     """
-    from .positions import PositionError, set_position
+    from .commands.checkpoints import PositionError, set_position
 
     cps, lock = _open_checkpoints(config, state_dir, namespace, readonly=False)
     try:
@@ -365,7 +366,7 @@ def checkpoints_reset(config: Path | None, state_dir: Path | None, namespace: st
                       reset_all: bool) -> None:
     """Clear the positions of TARGETS (paths or fingerprints), or --all: they count as new files
     (read from the beginning, or skipped to the end with start_at = "end")."""
-    from .positions import find
+    from .commands.checkpoints import find
 
     if not targets and not reset_all:
         raise click.UsageError("give the files (or fingerprints) to reset, or --all")

@@ -37,7 +37,7 @@ def test_a_crashed_worker_thread_is_loud_and_exits_non_zero(fake, tmp_path: Path
     boom = tmp_path / "boom"
     boom.mkdir()
     (boom / "sitecustomize.py").write_text(
-        "import forwarder.sink as s\n"
+        "import forwarder.delivery.sink as s\n"
         "def send(self, events, retry_count=0):\n"
         "    raise RuntimeError('injected bug')\n"
         "s.StatsigSink.send = send\n"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forwarder.codec import LineError, decode_line
-from forwarder.event import InvalidEvent, _slow, fast_path, to_statsig
+from forwarder.decode.codec import LineError, decode_line
+from forwarder.decode.event import InvalidEvent, _slow, fast_path, to_statsig
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(), c, max_size=3),

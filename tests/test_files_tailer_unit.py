@@ -11,12 +11,12 @@ import pytest
 from conftest import event_line
 from watchdog.observers.polling import PollingObserver
 
-from forwarder.checkpoint import Checkpoints
-from forwarder.fingerprint import fingerprint_fd, matches
 from forwarder.model import Chunk
 from forwarder.source import files as files_mod
 from forwarder.source.files import FileTailer, TailOptions
+from forwarder.source.fingerprint import fingerprint_fd, matches
 from forwarder.source.wake import start_observer
+from forwarder.state.checkpoints import Checkpoints
 
 
 def _tailer(tmp_path: Path, pattern: str, **opts: object) -> FileTailer:

@@ -9,14 +9,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from forwarder.batcher import Batcher
-from forwarder.checkpoint import Checkpoints, FileState, StateDirLock
+from forwarder.delivery.batcher import Batcher
+from forwarder.delivery.sink import classify
 from forwarder.errors import AuthError, ConfigError, RejectedError, RetryableError, StateLockedError
-from forwarder.fingerprint import fingerprint_bytes
 from forwarder.model import Chunk, Item, Rejection
 from forwarder.settings import load_settings
-from forwarder.sink import classify
+from forwarder.source.fingerprint import fingerprint_bytes
 from forwarder.source.lines import LineBuffer
+from forwarder.state.checkpoints import Checkpoints, FileState
+from forwarder.state.lock import StateDirLock
 
 
 def _feed(buf: LineBuffer, *parts: bytes, finish: bool = False) -> list[Item]:

@@ -1,7 +1,7 @@
 """The HTTP API: event intake (optional) plus /healthz, /readyz and /metrics.
 
 An accepted request's events are validated with the same model as file lines
-(`forwarder.event`), then appended as NDJSON to the log the tailer follows: the caller's
+(`forwarder.decode.event`), then appended as NDJSON to the log the tailer follows: the caller's
 JSON object as sent, plus `time` (receive time, epoch ms) when it has none. The answer
 comes only once the lines are written (and fsync'd). Checks run cheapest first: route
 (404/405), token (401), declared size (413), body within read_timeout (408), gzip (400/413),
@@ -24,8 +24,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..codec import json_type
-from ..event import Event, InvalidEvent, UnknownFields, to_statsig
+from ..decode.codec import json_type
+from ..decode.event import Event, InvalidEvent, UnknownFields, to_statsig
 from ..settings import ReceiverSettings
 from .appender import Appender, AppendError
 

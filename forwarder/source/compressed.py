@@ -26,8 +26,8 @@ import logging
 import os
 import zlib
 
-from ..fingerprint import FINGERPRINT_BYTES, fingerprint_bytes
 from ..model import Item
+from .fingerprint import FINGERPRINT_BYTES, fingerprint_bytes
 from .lines import LineBuffer
 
 log = logging.getLogger(__name__)

@@ -37,10 +37,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..checkpoint import Checkpoints, FileState
-from ..fingerprint import data_start, fingerprint_fd, matches, matches_head
 from ..model import Item
+from ..state.checkpoints import Checkpoints, FileState
 from .compressed import GZIP_MAGIC, GzipSource
+from .fingerprint import data_start, fingerprint_fd, matches, matches_head
 from .lines import LineBuffer
 
 if TYPE_CHECKING:

@@ -20,11 +20,11 @@ from conftest import event_line, fast_args, seqs
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from forwarder.batcher import Batcher
-from forwarder.codec import LineError, decode_line
-from forwarder.deadletter import DeadLetter
+from forwarder.decode.codec import LineError, decode_line
+from forwarder.decode.reader import Reader
+from forwarder.delivery.batcher import Batcher
 from forwarder.model import Chunk
-from forwarder.pipeline import Reader
+from forwarder.state.deadletter import DeadLetter
 from forwarder.stats import Stats
 
 from .conftest import SCALE, Tally

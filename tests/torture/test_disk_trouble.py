@@ -19,8 +19,8 @@ from conftest import SECRET, Cli, append, cli_env, event_line, fast_args, seqs, 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from forwarder.checkpoint import Checkpoints, FileState
-from forwarder.fingerprint import fingerprint_fd
+from forwarder.source.fingerprint import fingerprint_fd
+from forwarder.state.checkpoints import Checkpoints, FileState
 
 from .conftest import SCALE, Tally
 

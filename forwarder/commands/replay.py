@@ -20,18 +20,19 @@ from typing import Any
 
 import click
 
-from .app import Forwarder, RunHooks, RunResult
-from .checkpoint import REPLAY_CHECKPOINT_FILE, REPLAY_LOCK_FILE, Checkpoints
-from .event import iso_to_epoch_ms
-from .fingerprint import fingerprint_fd
-from .model import StatsigEvent
-from .ratelimit import TokenBucket
-from .settings import Settings
-from .source import Source
-from .source.compressed import GzipSource, is_gzip
-from .source.files import FileTailer, TailOptions
-from .source.sequence import Part, SequenceSource
-from .stats import Stats
+from ..app import Forwarder, RunHooks, RunResult
+from ..decode.event import iso_to_epoch_ms
+from ..delivery.ratelimit import TokenBucket
+from ..model import StatsigEvent
+from ..settings import Settings
+from ..source import Source
+from ..source.compressed import GzipSource, is_gzip
+from ..source.files import FileTailer, TailOptions
+from ..source.fingerprint import fingerprint_fd
+from ..source.sequence import Part, SequenceSource
+from ..state.checkpoints import REPLAY_CHECKPOINT_FILE, Checkpoints
+from ..state.lock import REPLAY_LOCK_FILE
+from ..stats import Stats
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
 )
 
-from .model import StatsigEvent
+from ..model import StatsigEvent
 
 UnknownFields = Literal["metadata", "reject"]
 ANONYMOUS = "anonymous"

@@ -1,4 +1,4 @@
-"""Durable per-file delivery positions, and the lock that gives one process a state dir.
+"""Durable per-file delivery positions.
 
 File format (version 1), pinned by tests/test_checkpoint.py:
     {"version": 1, "files": {"<fingerprint>": {"offset": int, "path": str,
@@ -11,7 +11,6 @@ aside and reported, and reading starts over from byte 0 (duplicates, never loss)
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import threading
@@ -23,15 +22,11 @@ from typing import Any
 
 import orjson
 
-from .errors import StateLockedError
-
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CHECKPOINT_FILE = "checkpoints.json"
-LOCK_FILE = "lock"
-REPLAY_CHECKPOINT_FILE = "replay-checkpoints.json"  # `replay` keeps its own positions...
-REPLAY_LOCK_FILE = "replay.lock"  # ...and its own lock, so it can run beside `run`
+REPLAY_CHECKPOINT_FILE = "replay-checkpoints.json"  # `replay` keeps its own positions (and lock: lock.py)
 
 
 @dataclass(slots=True)
@@ -233,31 +228,3 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class StateDirLock:
-    """An exclusive flock on <state_dir>/lock (or `name`), held for the life of a run."""
-
-    def __init__(self, state_dir: Path, name: str = LOCK_FILE) -> None:
-        self.path = state_dir / name
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise StateLockedError(
-                f"state directory {self.path.parent} is in use by pid {holder}; "
-                "only one forwarder may own a state directory"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None

@@ -1,8 +1,7 @@
-"""Send batches with retry, split rejected ones, and acknowledge them in order.
+"""Send batches with retry, split rejected ones, and hand them to the acker.
 
-Senders run in worker threads and may finish out of order; `Acker` applies a batch's
-file positions only when every earlier batch is finished too, so a checkpoint never
-passes an event that Statsig has not accepted (Vector's OrderedFinalizer).
+Senders run in worker threads and may finish out of order; `Acker` (acker.py) puts them back
+in file order before any checkpoint moves.
 """
 
 from __future__ import annotations
@@ -13,18 +12,17 @@ import random
 import reprlib
 import threading
 import time
-from collections.abc import Callable
 
 import orjson
 
-from .checkpoint import Checkpoints
-from .deadletter import DeadLetter
-from .errors import AuthError, RejectedError, RetryableError
-from .metrics import BATCH_SECONDS, REQUEST_SECONDS
-from .model import Batch, Rejection, StatsigEvent
+from ..errors import AuthError, RejectedError, RetryableError
+from ..metrics import BATCH_SECONDS, REQUEST_SECONDS
+from ..model import Batch, Rejection, StatsigEvent
+from ..state.deadletter import DeadLetter
+from ..stats import Stats
+from .acker import Acker
 from .ratelimit import TokenBucket
 from .sink import Sink
-from .stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -37,60 +35,6 @@ _OUTCOME_SECONDS = {name: REQUEST_SECONDS.labels(name)
 
 class Aborted(Exception):
     """Delivery was abandoned at shutdown; the batch stays unacknowledged."""
-
-
-class Acker:
-    """Moves checkpoints forward in batch order.
-
-    Senders also ask it for their turn (`wait_turn`): a batch may be sent only while it is
-    within `window` batches of the oldest unfinished one. One stuck request therefore holds
-    back the others after at most the window, instead of letting them deliver (and keep in
-    memory) ever more batches the checkpoint cannot pass, all of which a crash re-sends.
-    """
-
-    def __init__(
-        self,
-        checkpoints: Checkpoints | None,
-        location: Callable[[str], tuple[str, int, int]],
-    ) -> None:
-        self._checkpoints = checkpoints
-        self._location = location
-        self._lock = threading.Lock()
-        self._turn = threading.Condition(self._lock)
-        self._done: dict[int, Batch] = {}
-        self._opened: dict[int, float] = {}  # unacknowledged batches -> when they opened
-        self._next = 0
-
-    def begin(self, batch: Batch) -> None:
-        """A sender took `batch`: it counts as undelivered until acknowledged."""
-        with self._lock:
-            self._opened[batch.seq] = batch.opened
-
-    def oldest_opened(self) -> float | None:
-        """Monotonic time the oldest unacknowledged batch opened, if any."""
-        with self._lock:
-            return min(self._opened.values(), default=None)
-
-    def done(self, batch: Batch) -> None:
-        with self._lock:
-            self._done[batch.seq] = batch
-            while self._next in self._done:
-                finished = self._done.pop(self._next)
-                self._opened.pop(finished.seq, None)
-                self._next += 1
-                if self._checkpoints is not None and finished.positions:
-                    where = {k: self._location(k) for k in finished.positions}
-                    self._checkpoints.advance(finished.positions, where)
-            self._turn.notify_all()
-
-    def wait_turn(self, seq: int, window: int, abort: threading.Event) -> bool:
-        """Block until batch `seq` is within `window` of the oldest unfinished; False on abort."""
-        with self._turn:
-            while seq >= self._next + window:
-                if abort.is_set():
-                    return False
-                self._turn.wait(0.2)
-        return True
 
 
 class Backoff:

@@ -13,16 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .checkpoint import (
-    CHECKPOINT_FILE,
-    LOCK_FILE,
-    REPLAY_CHECKPOINT_FILE,
-    REPLAY_LOCK_FILE,
-    Checkpoints,
-    FileState,
-)
-from .fingerprint import FINGERPRINT_BYTES, fingerprint_bytes
-from .source.compressed import is_gzip
+from ..source.compressed import is_gzip
+from ..source.fingerprint import FINGERPRINT_BYTES, fingerprint_bytes
+from ..state.checkpoints import CHECKPOINT_FILE, REPLAY_CHECKPOINT_FILE, Checkpoints, FileState
+from ..state.lock import LOCK_FILE, REPLAY_LOCK_FILE
 
 NAMESPACES = {"run": (CHECKPOINT_FILE, LOCK_FILE), "replay": (REPLAY_CHECKPOINT_FILE, REPLAY_LOCK_FILE)}
 

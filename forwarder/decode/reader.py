@@ -11,14 +11,14 @@ from typing import Any
 
 import orjson
 
-from .batcher import Batcher
+from ..delivery.batcher import Batcher
+from ..model import Batch, Chunk, Rejection, StatsigEvent
+from ..source import Source
+from ..source.lines import too_long
+from ..state.deadletter import DeadLetter
+from ..stats import Stats
 from .codec import LineError, decode_object, parse_line
-from .deadletter import DeadLetter
 from .event import UnknownFields, fast_path
-from .model import Batch, Chunk, Rejection, StatsigEvent
-from .source import Source
-from .source.lines import too_long
-from .stats import Stats
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from typing import BinaryIO, Protocol
 
 import orjson
 
-from . import __version__
-from .errors import AuthError, RejectedError, RetryableError
-from .model import StatsigEvent
+from .. import __version__
+from ..errors import AuthError, RejectedError, RetryableError
+from ..model import StatsigEvent
 
 SDK_TYPE = "statsig-forwarder"
 _REJECT_STATUSES = frozenset((400, 413, 422))

@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
+from ..model import StatsigEvent
 from .event import InvalidEvent, UnknownFields, to_statsig
-from .model import StatsigEvent
 
 
 class LineError(ValueError):

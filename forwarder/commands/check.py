@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .settings import Settings
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from .model import Rejection
+from ..model import Rejection
 
 
 class DeadLetter:

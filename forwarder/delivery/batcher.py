@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .model import Batch, StatsigEvent
+from ..model import Batch, StatsigEvent
 
 
 class Batcher:

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
-from .codec import LineError, decode_line
-from .event import UnknownFields
-from .model import Chunk, Item
-from .source.lines import LineBuffer, too_long_reason
+from ..decode.codec import LineError, decode_line
+from ..decode.event import UnknownFields
+from ..model import Chunk, Item
+from ..source.lines import LineBuffer, too_long_reason
 
 READ_SIZE = 256 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
