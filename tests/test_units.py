@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ import orjson
 import pytest
 
 from forwarder.delivery.batcher import Batcher
-from forwarder.delivery.sink import classify
+from forwarder.delivery.sink import StatsigSink, classify
 from forwarder.errors import AuthError, ConfigError, RejectedError, RetryableError, StateLockedError
 from forwarder.model import Chunk, Item, Rejection
 from forwarder.settings import load_settings
@@ -146,6 +147,15 @@ def test_statsig_answers_are_classified(status: int, body: bytes, error: type[Ex
         with pytest.raises(error) as e:
             classify(status, body)
         assert type(e.value) is error
+
+
+@pytest.mark.parametrize("level", range(1, 10))
+def test_request_body_is_plain_gzip_at_every_level(level: int) -> None:
+    events = [{"eventName": f"e{i}", "user": {"userID": "u"}, "time": i} for i in range(2000)]
+    body = StatsigSink("http://127.0.0.1:1/v1", "secret-x", gzip_level=level).encode(events)
+    assert body[:4] == b"\x1f\x8b\x08\x00" and body[4:8] == b"\0\0\0\0"  # gzip, deflate, no name, mtime 0
+    doc = orjson.loads(gzip.decompress(body))  # what the stdlib (and Statsig) reads
+    assert doc["events"] == events and doc["statsigMetadata"]["sdkType"] == "statsig-forwarder"
 
 
 def test_retry_after_is_read() -> None:
