@@ -100,23 +100,31 @@ class Reader:
             lines.pop()  # the empty piece after the last newline
         key = chunk.key
         offset = chunk.start
-        add = self.batcher.add
+        batcher = self.batcher
         max_len = self.max_line_bytes
         loads, fast = orjson.loads, fast_path
         select = self.select
         id_field = self.event_id_field
         id_prefix = key + ":" if key is not None and id_field else None
+        # Events gather in a local list and go to the batcher once per batch or chunk, not
+        # once per event; `room_*` count down what the open batch still takes.
+        room_n, room_b = batcher.room()
+        pending: list[StatsigEvent] = []
+        append = pending.append
+        pending_bytes = 0
         n_events = 0
         n_skipped = 0
         holes = b"\0" in chunk.data
         check_len = len(chunk.data) > max_len  # no line can be longer than its chunk
         for line in lines:
             start = offset
-            offset += len(line) + 1
+            size = len(line)
+            offset += size + 1
             if holes and line[:1] == b"\0":  # hole left by a writer that kept its offset (copytruncate)
                 line = line.lstrip(b"\0")
-            if check_len and len(line) > max_len:
-                self._reject(too_long(key, chunk.path, start, offset, line, len(line), max_len))
+                size = len(line)
+            if check_len and size > max_len:
+                self._reject(too_long(key, chunk.path, start, offset, line, size, max_len))
                 continue
             try:  # the common case inline; parse_line/decode_object decide (and explain) the rest
                 obj = loads(line)
@@ -131,26 +139,36 @@ class Reader:
                         obj = parse_line(line)
                     event = decode_object(obj, self.unknown_fields)
                 except LineError as e:
-                    self._reject(Rejection(key, chunk.path, start, offset, str(e), line, len(line)))
+                    self._reject(Rejection(key, chunk.path, start, offset, str(e), line, size))
                     continue
             if select is not None and not select(obj, event):
-                n_events += 1
                 n_skipped += 1
                 continue
-            n_events += 1
             if id_prefix is not None:
                 try:
                     event["metadata"][id_field] = id_prefix + str(start)
                 except KeyError:
                     event["metadata"] = {id_field: id_prefix + str(start)}
-            if add(event, len(line)):
+            append(event)
+            pending_bytes += size
+            room_n -= 1
+            room_b -= size
+            if room_n <= 0 or room_b <= 0:
+                batcher.extend(pending, pending_bytes)
+                n_events += len(pending)
                 if key is not None:
-                    self.batcher.mark(key, offset)
-                self._ship(self.batcher.take())
+                    batcher.mark(key, offset)
+                self._ship(batcher.take())
+                pending = []
+                append = pending.append
+                pending_bytes = 0
+                room_n, room_b = batcher.room()
+        batcher.extend(pending, pending_bytes)
+        n_events += len(pending) + n_skipped
         if chunk.final:
             offset -= 1  # no newline after the last line
         if key is not None:
-            self.batcher.mark(key, offset)
+            batcher.mark(key, offset)
         self.stats.add(lines_read=len(lines), events_read=n_events, events_skipped=n_skipped)
 
     def _reject(self, rejection: Rejection) -> None:

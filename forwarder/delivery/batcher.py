@@ -27,6 +27,21 @@ class Batcher:
         batch.nbytes += nbytes
         return len(batch.events) >= self.batch_size or batch.nbytes >= self.batch_bytes
 
+    def room(self) -> tuple[int, int]:
+        """(events, bytes) the open batch takes before it is full; hot loops count down locally."""
+        batch = self.current
+        return self.batch_size - len(batch.events), self.batch_bytes - batch.nbytes
+
+    def extend(self, events: list[StatsigEvent], nbytes: int) -> None:
+        """Add events counted against `room()`, in one call instead of one per event."""
+        if not events:
+            return
+        batch = self.current
+        if self._empty:
+            self._open(batch)
+        batch.events.extend(events)
+        batch.nbytes += nbytes
+
     def mark(self, key: str, end: int) -> None:
         """Record that the batch completes `key` up to byte `end`."""
         if self._empty:
