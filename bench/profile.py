@@ -125,7 +125,7 @@ def cpu_of(pid: int) -> tuple[float, dict[int, float]]:
 def child_of(pid: int, timeout: float = 10.0) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, IndexError):
             return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
         time.sleep(0.01)
     raise SystemExit("py-spy did not start the forwarder")
