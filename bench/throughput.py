@@ -7,7 +7,11 @@ the fake Statsig's own ceiling (pre-encoded batches posted as fast as possible).
 
 Also runs `replay` over the same file gzipped (issue: at least as fast as `run`).
 
-    python bench/throughput.py [--events 1000000] [--repeat 1] [--no-replay] [-- extra forwarder flags]
+With `--baseline DIR` (another checkout of the project, e.g. `git worktree add DIR main`) each
+repetition runs that build and then this one, alternating in the same sitting, since the
+machine's speed drifts between runs; the parse-only rate is measured again before each pair.
+
+    python bench/throughput.py [--events 1000000] [--repeat 1] [--no-replay] [--baseline DIR] [-- extra flags]
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--no-replay", action="store_true", help="skip the gzip replay run")
+    parser.add_argument("--baseline", type=Path, help="another checkout to alternate with, run first")
     parser.add_argument("extra", nargs="*", help="extra flags for `statsig-forwarder run`")
     args = parser.parse_args()
 
@@ -85,34 +90,39 @@ def main() -> None:
     ceiling = fake_ceiling(fake, path)
     print(f"fake Statsig ceiling (pre-encoded batches): {ceiling:>12,.0f} events/s")
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FORWARDER_")}
-    env.update(STATSIG_SERVER_SECRET_KEY=SECRET, FORWARDER_LOG_FORMAT="json")
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    builds = [("new", Path(__file__).resolve().parent.parent)]
+    if args.baseline is not None:
+        builds.insert(0, ("old", args.baseline.resolve()))
+    gz = None if args.no_replay else gzipped(path)
     for i in range(args.repeat):
-        state = Path(tempfile.mkdtemp(prefix="fwd-bench-"))
-        before = fake.event_count
-        usage = run_child([*forwarder_cmd(), "run", "--once", str(path), "--state-dir", str(state),
-                           "--statsig-api", fake.url, *args.extra], env=env)
-        delivered = fake.event_count - before
-        shutil.rmtree(state, ignore_errors=True)
-        ok = "ok" if usage.returncode == 0 and delivered == args.events else f"FAILED rc={usage.returncode}"
-        rate = args.events / usage.wall_s
-        print(f"run {i + 1}: {rate:>12,.0f} events/s  wall {usage.wall_s:6.2f} s  CPU {usage.cpu_s:6.2f} s  "
-              f"peak RSS {usage.max_rss_mb:6.1f} MB  delivered {delivered:,}  ratio to parse-only "
-              f"{rate / parse_rate:4.2f}  [{ok}]")
-    if not args.no_replay:
-        gz = gzipped(path)
-        state = Path(tempfile.mkdtemp(prefix="fwd-bench-"))
-        before = fake.event_count
-        usage = run_child([*forwarder_cmd(), "replay", str(gz), "--state-dir", str(state),
-                           "--statsig-api", fake.url, *args.extra], env=env)
-        delivered = fake.event_count - before
-        shutil.rmtree(state, ignore_errors=True)
-        ok = "ok" if usage.returncode == 0 and delivered == args.events else f"FAILED rc={usage.returncode}"
-        print(f"replay .gz: {args.events / usage.wall_s:>9,.0f} events/s  wall {usage.wall_s:6.2f} s  "
-              f"CPU {usage.cpu_s:6.2f} s  peak RSS {usage.max_rss_mb:6.1f} MB  delivered {delivered:,}  [{ok}]")
+        if i:
+            parse_rate = read_and_parse_rate(path)
+            print(f"read + orjson.loads only (this process):   {parse_rate:>12,.0f} lines/s")
+        for name, root in builds:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("FORWARDER_")}
+            env.update(STATSIG_SERVER_SECRET_KEY=SECRET, FORWARDER_LOG_FORMAT="json", PYTHONPATH=str(root))
+            label = f"{name} " if args.baseline is not None else ""
+            run_once(fake, f"{label}run {i + 1}", ["run", "--once", str(path)], args, env, parse_rate)
+            if gz is not None:
+                run_once(fake, f"{label}replay .gz {i + 1}", ["replay", str(gz)], args, env, parse_rate)
     fake.stop()
     sys.exit(0)
+
+
+def run_once(fake: RemoteFake, label: str, command: list[str], args: argparse.Namespace,
+             env: dict[str, str], parse_rate: float) -> None:
+    """One forwarder process over the whole file; prints its rate, CPU per million events and peak RSS."""
+    state = Path(tempfile.mkdtemp(prefix="fwd-bench-"))
+    before = fake.event_count
+    usage = run_child([*forwarder_cmd(), *command, "--state-dir", str(state), "--statsig-api", fake.url,
+                       *args.extra], env=env)
+    delivered = fake.event_count - before
+    shutil.rmtree(state, ignore_errors=True)
+    ok = "ok" if usage.returncode == 0 and delivered == args.events else f"FAILED rc={usage.returncode}"
+    rate = args.events / usage.wall_s
+    print(f"{label}: {rate:>9,.0f} events/s  wall {usage.wall_s:6.2f} s  CPU {usage.cpu_s:6.2f} s "
+          f"({usage.cpu_s * 1e6 / args.events:5.2f} per million)  peak RSS {usage.max_rss_mb:6.1f} MB  "
+          f"delivered {delivered:,}  ratio to parse-only {rate / parse_rate:4.2f}  [{ok}]", flush=True)
 
 
 def gzipped(path: Path) -> Path:
