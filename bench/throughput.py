@@ -102,20 +102,20 @@ def main() -> None:
             env = {k: v for k, v in os.environ.items() if not k.startswith("FORWARDER_")}
             env.update(STATSIG_SERVER_SECRET_KEY=SECRET, FORWARDER_LOG_FORMAT="json", PYTHONPATH=str(root))
             label = f"{name} " if args.baseline is not None else ""
-            run_once(fake, f"{label}run {i + 1}", ["run", "--once", str(path)], args, env, parse_rate)
+            run_once(fake, f"{label}run {i + 1}", ["run", "--once", str(path)], args, env, parse_rate, root)
             if gz is not None:
-                run_once(fake, f"{label}replay .gz {i + 1}", ["replay", str(gz)], args, env, parse_rate)
+                run_once(fake, f"{label}replay .gz {i + 1}", ["replay", str(gz)], args, env, parse_rate, root)
     fake.stop()
     sys.exit(0)
 
 
 def run_once(fake: RemoteFake, label: str, command: list[str], args: argparse.Namespace,
-             env: dict[str, str], parse_rate: float) -> None:
+             env: dict[str, str], parse_rate: float, root: Path) -> None:
     """One forwarder process over the whole file; prints its rate, CPU per million events and peak RSS."""
     state = Path(tempfile.mkdtemp(prefix="fwd-bench-"))
     before = fake.event_count
     usage = run_child([*forwarder_cmd(), *command, "--state-dir", str(state), "--statsig-api", fake.url,
-                       *args.extra], env=env)
+                       *args.extra], env=env, cwd=root)  # `-m` imports from the working directory first
     delivered = fake.event_count - before
     shutil.rmtree(state, ignore_errors=True)
     ok = "ok" if usage.returncode == 0 and delivered == args.events else f"FAILED rc={usage.returncode}"
