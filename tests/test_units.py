@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import gzip
 import os
+import queue
 import re
+import threading
 from pathlib import Path
 
 import orjson
 import pytest
 
+from forwarder.decode.reader import Reader
 from forwarder.delivery.batcher import Batcher
 from forwarder.delivery.sink import StatsigSink, classify
 from forwarder.errors import AuthError, ConfigError, RejectedError, RetryableError, StateLockedError
@@ -18,7 +21,9 @@ from forwarder.settings import load_settings
 from forwarder.source.fingerprint import fingerprint_bytes
 from forwarder.source.lines import LineBuffer
 from forwarder.state.checkpoints import Checkpoints, FileState
+from forwarder.state.deadletter import DeadLetter
 from forwarder.state.lock import StateDirLock
+from forwarder.stats import Stats
 
 
 def _feed(buf: LineBuffer, *parts: bytes, finish: bool = False) -> list[Item]:
@@ -121,6 +126,29 @@ def test_batcher_closes_on_count_bytes_and_age() -> None:
     assert due is not None and 9 < due <= 10
     only_positions = b.take()
     assert only_positions is not None and only_positions.positions == {"k": 5} and only_positions.seq == 2
+
+
+class _NoSource:
+    exhausted = True
+
+
+@pytest.mark.parametrize(("batch_size", "batch_bytes"), [(3, 10**6), (100, 60)])
+def test_reader_ships_full_batches_with_the_positions_they_complete(
+        tmp_path: Path, batch_size: int, batch_bytes: int) -> None:
+    lines = [orjson.dumps({"event_name": f"e{i}", "time": i}) for i in range(7)]
+    lines.insert(4, b"not json")  # dead-lettered: its position still travels with the batch
+    assert {len(x) for x in lines if x != b"not json"} == {28}  # so 60 bytes close a batch at 3 events too
+    ends = [100 + sum(len(x) + 1 for x in lines[: i + 1]) for i in range(len(lines))]
+    batches: queue.Queue[object] = queue.Queue()
+    reader = Reader(_NoSource(), Batcher(batch_size, batch_bytes, 3600), batches,  # type: ignore[arg-type]
+                    DeadLetter(tmp_path / "dead.ndjson"), Stats(), threading.Event(), 0.1, 10**6, "metadata", 1)
+    reader._chunk(Chunk("key", "p", 100, b"".join(x + b"\n" for x in lines)))
+    shipped = [batches.get_nowait() for _ in range(batches.qsize())]
+    assert [[e["eventName"] for e in b.events] for b in shipped] == [["e0", "e1", "e2"], ["e3", "e4", "e5"]]
+    assert [b.positions for b in shipped] == [{"key": ends[2]}, {"key": ends[6]}]
+    rest = reader.batcher.take()
+    assert rest is not None and [e["eventName"] for e in rest.events] == ["e6"]
+    assert rest.positions == {"key": ends[7]} and reader.stats.events_read == 7
 
 
 @pytest.mark.parametrize(
