@@ -128,7 +128,7 @@ def reader_fates(lines: list[bytes], tmp: Path) -> tuple[list[Any], list[dict[st
     dead = DeadLetter(tmp / "dead.ndjson")
     batches: queue.Queue[Any] = queue.Queue()
     reader = Reader(_NoSource(), Batcher(10**6, 10**12, 3600), batches, dead, Stats(), threading.Event(),  # type: ignore[arg-type]
-                    0.1, MAX_LINE, "metadata", 1)
+                    0.1, MAX_LINE, "metadata")
     reader._chunk(Chunk("key", "fuzz", 0, b"".join(line + b"\n" for line in lines)))
     dead.close()
     records = [orjson.loads(r) for r in (tmp / "dead.ndjson").read_bytes().splitlines()] \
