@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import SECRET, Cli, cli_env, event_line, fast_args, read_checkpoints
+from kit import SECRET, Cli, cli_env, event_line, fast_args, read_checkpoints
 
 
 def test_sigterm_during_startup_is_a_clean_stop(fake, tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import SECRET, append, cli_env, event_line, wait_until
 from fake_statsig import FakeStatsig
+from kit import SECRET, append, cli_env, event_line, wait_until
 
 from forwarder.settings import Settings, load_settings
 

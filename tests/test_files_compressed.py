@@ -8,8 +8,7 @@ import time
 import zlib
 from pathlib import Path
 
-from conftest import fast_args, read_checkpoints
-from tailkit import assert_exactly_once, lines, logs_dir, run, wait_seqs, write
+from kit import assert_exactly_once, fast_args, lines, logs_dir, read_checkpoints, run, wait_seqs, write
 
 
 def _write_gz_slowly(dest: Path, data: bytes, pieces: int = 8, pause: float = 0.15) -> None:

@@ -6,8 +6,18 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import event_line, read_checkpoints, seqs, wait_until
-from tailkit import assert_exactly_once, assert_no_loss, deliver_and_stop, run, wait_seqs, write
+from kit import (
+    assert_exactly_once,
+    assert_no_loss,
+    deliver_and_stop,
+    event_line,
+    read_checkpoints,
+    run,
+    seqs,
+    wait_seqs,
+    wait_until,
+    write,
+)
 
 
 def _file(tmp_path: Path) -> Path:

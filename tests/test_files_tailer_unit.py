@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import event_line
+from kit import event_line
 from watchdog.observers.polling import PollingObserver
 
 from forwarder.model import Chunk

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import schemathesis
-from conftest import Cli
 from hypothesis import HealthCheck, given, settings
+from kit import Cli
 
 
 @schemathesis.serializer("application/x-ndjson")

@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import event_line, fast_args, seqs
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from kit import SCALE, Tally, event_line, fast_args, seqs
 
 from forwarder.decode.codec import LineError, decode_line
 from forwarder.decode.reader import Reader
@@ -26,8 +26,6 @@ from forwarder.delivery.batcher import Batcher
 from forwarder.model import Chunk
 from forwarder.state.deadletter import DeadLetter
 from forwarder.stats import Stats
-
-from .conftest import SCALE, Tally
 
 MAX_LINE = 1024 * 1024
 JSON_WS = b" \t\r"

@@ -15,14 +15,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import SECRET, Cli, append, cli_env, event_line, fast_args, seqs, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kit import SCALE, SECRET, Cli, Tally, append, cli_env, event_line, fast_args, seqs, wait_until
 
 from forwarder.source.fingerprint import fingerprint_fd
 from forwarder.state.checkpoints import Checkpoints, FileState
-
-from .conftest import SCALE, Tally
 
 CKPT = "checkpoints.json"
 
