@@ -359,7 +359,7 @@ class Forwarder:
             p.reader_thread.join(0.1)
             self._tick(p)
         p.senders.stop()  # the reader is done (or abandoned): no batch comes after these markers
-        return self._drain(p)
+        return self._drain(p) and not self.failed  # a crashed worker's batch was never delivered
 
     def _tick(self, p: Pipeline) -> None:
         if self.hooks.tick is not None:

@@ -7,10 +7,11 @@ import collections
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,15 @@ def seqs(fake: FakeStatsig) -> list[int]:
 
 def read_checkpoints(state: Path) -> dict[str, Any]:
     return orjson.loads((state / "checkpoints.json").read_bytes())["files"]
+
+
+@contextlib.contextmanager
+def busy_port() -> Iterator[int]:
+    """A local port something already listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
 
 
 def wait_until(cond: Callable[[], bool], timeout: float = 20, interval: float = 0.05) -> bool:
