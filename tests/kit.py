@@ -124,7 +124,8 @@ def seqs(fake: FakeStatsig) -> list[int]:
 
 
 def read_checkpoints(state: Path) -> dict[str, Any]:
-    return orjson.loads((state / "checkpoints.json").read_bytes())["files"]
+    files: dict[str, Any] = orjson.loads((state / "checkpoints.json").read_bytes())["files"]
+    return files
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -26,7 +27,7 @@ def _file(tmp_path: Path) -> Path:
     return d / "events.ndjson"
 
 
-def _dead(state: Path) -> list[dict]:
+def _dead(state: Path) -> list[dict[str, Any]]:
     p = state / "dead-letter.ndjson"
     return [orjson.loads(x) for x in p.read_bytes().splitlines()] if p.exists() else []
 

@@ -93,9 +93,9 @@ def hostile_lines(draw: st.DrawFn) -> bytes:
         return b'{"event_name":"a' + raw + b'b","metadata":{"k\\u' + f"{ch:04x}".encode() + b'":"v"}}'
     if kind == 5:  # huge or odd numbers in every numeric spot
         number = draw(st.integers() | st.floats(allow_nan=False, allow_infinity=False))
-        field = draw(st.sampled_from(["time", "value", "metadata"]))
-        return _event(**{field: {"n": number} if field == "metadata" else number}) if abs(number) < 2**64 \
-            else b'{"event_name":"e","' + field.encode() + b'":' + str(number).encode() + b"}"
+        name = draw(st.sampled_from(["time", "value", "metadata"]))
+        return _event(**{name: {"n": number} if name == "metadata" else number}) if abs(number) < 2**64 \
+            else b'{"event_name":"e","' + name.encode() + b'":' + str(number).encode() + b"}"
     if kind == 6:  # NUL bytes at the start (copytruncate hole), inside, at the end
         where = draw(st.sampled_from(["start", "inside", "end", "only"]))
         base = _event()
