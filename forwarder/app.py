@@ -24,6 +24,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from .commands.check import check_in_background
+from .control import ReloadReporter, Runtime
 from .decode.reader import Reader, Selector
 from .delivery.acker import Acker
 from .delivery.batcher import Batcher
@@ -233,6 +234,8 @@ class Forwarder:
                 writer.start()
             for server in self._http:
                 server.start()
+            if h.lock_name == LOCK_FILE:  # `run`, not a replay beside it
+                Runtime.publish(s.state_dir, {srv.name: srv.address for srv in self._http}, s.paths)
             self.phase = "running"
             self.notifier.ready("forwarding" if not dry_run else "dry run")
             if self.notifier.watchdog_usec:
@@ -260,6 +263,8 @@ class Forwarder:
         finally:
             self.phase = "stopping"
             self._stop_servers()
+            if h.lock_name == LOCK_FILE:
+                Runtime.remove(s.state_dir)
             if watchdog is not None:
                 watchdog.stopped.set()
             collector.unregister()
@@ -335,14 +340,17 @@ class Forwarder:
         Files no longer matched are drained to their end and released like rotated ones, and
         files matched anew start at their checkpoint: no event is skipped or lost.
         """
+        reporter = ReloadReporter(self.settings.state_dir)  # what `statsig-forwarder reload` waits for
         if self._reload_settings is None:
             log.warning("SIGHUP ignored: no configuration to re-read")
+            reporter.report("refused", "no configuration to re-read")
             return
         self.notifier.reloading()
         try:
             new = self._reload_settings()
         except Exception as e:  # keep running on the old configuration
             log.error("reload failed, keeping the current configuration", extra={"error": str(e)})
+            reporter.report("refused", str(e))
             self.notifier.ready("forwarding (reload failed)")
             return
         old = self.settings
@@ -371,6 +379,7 @@ class Forwarder:
         log.info("configuration reloaded", extra={"applied": applied, "paths": self.settings.paths})
         if restart:
             log.warning("changed options need a restart to take effect", extra={"options": restart})
+        reporter.report("applied", applied=applied, restart=restart)
         self.notifier.ready("forwarding")
 
     def _install_signals(self) -> Callable[[], None]:

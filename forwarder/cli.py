@@ -168,6 +168,26 @@ def check(config: Path | None, **options: Any) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+@main.command("reload")
+@click.option("--pid", type=int, required=True, help="Process id of the running forwarder ($MAINPID).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="Seconds to wait for its answer.")
+@click.option("--state-dir", "state_dir", type=click.Path(path_type=Path),
+              help="Its state directory (default: found from the lock the process holds).")
+def reload_cmd(pid: int, timeout: float, state_dir: Path | None) -> None:
+    """Make a running forwarder re-read its configuration, and wait until it applied or refused it.
+
+    For systemd's ExecReload=. Exit 0 when applied, 1 when refused (the reason on stderr; it keeps
+    running on its previous configuration), 2 when there is no answer (no such process, timeout).
+    """
+    from .commands.reload import EXIT_APPLIED
+    from .commands.reload import reload as do_reload
+
+    answer = do_reload(pid, state_dir, timeout)
+    click.echo(answer.message, err=answer.code != EXIT_APPLIED)
+    sys.exit(answer.code)
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--since", help="Only events with time >= this (ISO-8601, or epoch ms).")

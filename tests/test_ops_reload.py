@@ -1,0 +1,67 @@
+"""`statsig-forwarder reload --pid`: waits for the running forwarder's answer, exit code tells it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import Cli, append, cli_env, event_line, fast_args, seqs
+from fake_statsig import FakeStatsig
+from test_reload import write_config
+
+
+def reload(pid: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "forwarder", "reload", "--pid", str(pid), *args],
+                          capture_output=True, text=True, timeout=30, env=cli_env())
+
+
+def test_reload_command_reports_applied_refused_and_missing_process(
+    spawn: Callable[..., Cli], fake: FakeStatsig, tmp_path: Path
+) -> None:
+    a = tmp_path / "a.ndjson"
+    config = tmp_path / "forwarder.toml"
+    write_config(config, [a], batch_size=500)
+    cli = spawn("run", "--config", str(config), *fast_args(fake, tmp_path / "state"))
+    append(a, b"".join(event_line(i) for i in range(5)))
+    assert fake.wait_for(5)
+
+    write_config(config, [a], batch_size=2, max_in_flight=4)
+    done = reload(cli.proc.pid)
+    assert done.returncode == 0, done.stderr
+    assert "applied: batch_size" in done.stdout
+    assert "needs a restart to take effect: max_in_flight" in done.stdout
+    # the answer came after the reload happened, not before
+    assert any("configuration reloaded" in r.get("msg", "") for r in cli.logs())
+
+    config.write_text("paths = [unclosed\n")
+    refused = reload(cli.proc.pid)
+    assert refused.returncode == 1
+    assert "reload refused" in refused.stderr and "cannot read config file" in refused.stderr
+    append(a, b"".join(event_line(i) for i in range(5, 8)))  # still running on the previous config
+    assert fake.wait_for(8)
+    assert max(len(r.events) for r in fake.accepted_requests()[-2:]) <= 2
+
+    config.write_text('paths = ["x"]\nbatch_size = 0\n')
+    invalid = reload(cli.proc.pid, "--timeout", "10")
+    assert invalid.returncode == 1 and "batch_size" in invalid.stderr
+
+    assert cli.stop() == 0
+    gone = reload(cli.proc.pid)
+    assert gone.returncode == 2 and f"no process {cli.proc.pid}" in gone.stderr
+    assert sorted(seqs(fake)) == list(range(8))
+
+
+def test_reload_command_times_out_on_a_process_that_is_not_a_forwarder(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                                "signal.signal(signal.SIGHUP, signal.SIG_IGN); time.sleep(30)"])
+    try:
+        lost = reload(sleeper.pid)
+        assert lost.returncode == 2 and "cannot find the state directory" in lost.stderr
+        (tmp_path / "state").mkdir()
+        late = reload(sleeper.pid, "--state-dir", str(tmp_path / "state"), "--timeout", "0.5")
+        assert late.returncode == 2 and "no answer" in late.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()
