@@ -31,7 +31,7 @@ from .delivery.batcher import Batcher
 from .delivery.ratelimit import TokenBucket
 from .delivery.senders import Backoff, Senders
 from .delivery.sink import Sink, StatsigSink, StdoutSink
-from .health import Lag, LagProbe, readiness
+from .health import Lag, LagProbe, PathWatch, readiness
 from .logs import redact
 from .metrics import RunCollector
 from .model import Batch
@@ -209,7 +209,11 @@ class Forwarder:
                         s.max_in_flight, h.select, s.event_id_field)
         on_tick = h.tick
 
+        paths = PathWatch(lambda: tailer.patterns, tailer.open_files) if tailer is not None else None
+
         def tick() -> None:
+            if paths is not None:
+                paths.check()
             if on_tick is not None:
                 on_tick(source, self.stats)
 
@@ -221,7 +225,7 @@ class Forwarder:
             return None if state is None else state.offset
 
         self._lag = LagProbe(tailer.open_files if tailer is not None else list, delivered,
-                             lambda: [acker.oldest_opened(), reader.batcher.open_since()])
+                             lambda: [acker.oldest_opened(), reader.batcher.open_since()], paths)
         collector = RunCollector("stdin" if stdin_mode else "file", self.stats, self._lag, self.ready)
         collector.register()
         watchdog = None

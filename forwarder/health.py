@@ -2,14 +2,21 @@
 
 Liveness (/healthz) is only "the process answers"; readiness is false while starting or
 stopping, when Statsig refuses the key (401/403/404), or when the lag exceeds the bounds
-`ready_max_lag_bytes` / `ready_max_lag_seconds` (unset: no bound).
+`ready_max_lag_bytes` / `ready_max_lag_seconds` (unset: no bound). Following no file yet
+(a log directory not created yet) is said in `reasons` but keeps it ready: nothing is
+wrong, and a pod held unready would keep its backend from ever writing the file.
 """
 
 from __future__ import annotations
 
+import glob
+import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -18,6 +25,7 @@ class Lag:
 
     bytes_behind: dict[str, int] = field(default_factory=dict)
     oldest_age: float = 0.0  # seconds since the oldest event read but not yet acknowledged was read
+    waiting_for: tuple[str, ...] = ()  # the paths, while none of them exists
 
     @property
     def max_bytes_behind(self) -> int:
@@ -37,10 +45,12 @@ class LagProbe:
         files: Callable[[], list[tuple[str, str, int, int]]],
         delivered: Callable[[str], int | None],
         oldest_read: Callable[[], list[float | None]],
+        paths: PathWatch | None = None,
     ) -> None:
         self._files = files
         self._delivered = delivered
         self._oldest_read = oldest_read
+        self._paths = paths
 
     def __call__(self) -> Lag:
         behind: dict[str, int] = {}
@@ -49,7 +59,43 @@ class LagProbe:
             behind[path] = max(0, size - (origin if done is None else done))
         opened = [t for t in self._oldest_read() if t is not None]
         age = time.monotonic() - min(opened) if opened else 0.0
-        return Lag(behind, max(0.0, age))
+        waiting = tuple(self._paths.waiting_for) if self._paths is not None else ()
+        return Lag(behind, max(0.0, age), waiting)
+
+
+class PathWatch:
+    """Notices a run that follows no file because none of its paths exists yet.
+
+    `check()` (from the main loop; throttled) logs once when it starts waiting and once when
+    a path appears; the tailer picks the files up on its own.
+    """
+
+    def __init__(self, patterns: Callable[[], list[str]], files: Callable[[], list[tuple[str, str, int, int]]],
+                 interval: float = 1.0) -> None:
+        self._patterns = patterns
+        self._files = files
+        self._interval = interval
+        self._next = 0.0
+        self.waiting_for: list[str] = []
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self._interval
+        patterns = self._patterns()
+        waiting = not self._files() and not any(_exists(p) for p in patterns)
+        if waiting and not self.waiting_for:
+            log.warning("waiting for paths to appear: no file to follow yet", extra={"paths": patterns})
+        elif self.waiting_for and not waiting:
+            log.info("paths appeared, following them", extra={"paths": patterns})
+        self.waiting_for = list(patterns) if waiting else []
+
+
+def _exists(pattern: str) -> bool:
+    if not glob.has_magic(pattern):
+        return os.path.isfile(pattern)
+    return any(os.path.isfile(p) for p in glob.iglob(pattern, recursive=True))
 
 
 def readiness(
@@ -70,4 +116,7 @@ def readiness(
     if max_lag_seconds is not None and lag.oldest_age > max_lag_seconds:
         reasons.append(f"oldest undelivered event {lag.oldest_age:.1f} s old > "
                        f"ready_max_lag_seconds {max_lag_seconds:g}")
-    return not reasons, reasons
+    ok = not reasons
+    if lag.waiting_for:  # said, but ready all the same (module docstring)
+        reasons.append(f"no files yet: waiting for {', '.join(lag.waiting_for)}")
+    return ok, reasons
