@@ -220,9 +220,9 @@ class Forwarder:
         writer = CheckpointWriter(checkpoints, deadletter, s.checkpoint_interval)
         reader_thread = threading.Thread(target=reader.run, name="reader", daemon=True)
 
-        def delivered(key: str) -> int | None:
+        def delivered(key: str) -> tuple[int, float] | None:
             state = checkpoints.get(key)
-            return None if state is None else state.offset
+            return None if state is None else (state.offset, state.updated)
 
         self._lag = LagProbe(tailer.open_files if tailer is not None else list, delivered,
                              lambda: [acker.oldest_opened(), reader.batcher.open_since()], paths)

@@ -168,6 +168,54 @@ def check(config: Path | None, **options: Any) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+def _instance_options(func: F) -> F:
+    func = click.option("--address", metavar="HOST:PORT",
+                        help="Its /metrics address (default: from <state_dir>/runtime.json).")(func)
+    func = click.option("--state-dir", "state_dir", type=click.Path(path_type=Path),
+                        help="Its state directory (default: as `run` would use).")(func)
+    func = click.option("--config", "config", type=click.Path(path_type=Path),
+                        help="TOML config file, for its state_dir and addresses.")(func)
+    return func
+
+
+@main.command()
+@_instance_options
+@click.option("--interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds between the two scrapes that give the rates (0: one scrape, no rates).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def status(config: Path | None, state_dir: Path | None, address: str | None, interval: float,
+           as_json: bool) -> None:
+    """One screen on a forwarder: files and lag, Statsig state, last problem, rates, dead letters.
+
+    From a running instance's /metrics and /readyz (--metrics-listen, or the receiver's
+    address), or from its state directory when it is stopped. Exit 0 when it runs, 3 when not.
+    """
+    import orjson
+
+    from .commands.status import Target, render_text, sample
+
+    settings = build_settings(config, (), {"state_dir": state_dir})
+    st = sample(Target.find(settings, address), interval)
+    if as_json:
+        click.echo(orjson.dumps(st.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render_text(st))
+    sys.exit(0 if st.running else 3)
+
+
+@main.command()
+@_instance_options
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between refreshes (one /metrics scrape each).")
+def top(config: Path | None, state_dir: Path | None, address: str | None, interval: float) -> None:
+    """`status`, live: rates, lag per file with its trend and a bar; q or Ctrl-C quits."""
+    from .commands.status import Target
+    from .commands.top import top as show
+
+    settings = build_settings(config, (), {"state_dir": state_dir})
+    sys.exit(show(lambda: Target.find(settings, address), interval))
+
+
 @main.command("reload")
 @click.option("--pid", type=int, required=True, help="Process id of the running forwarder ($MAINPID).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,

@@ -20,12 +20,26 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class FileLag:
+    """One followed file: its size, delivered offset and when that offset last moved."""
+
+    size: int
+    delivered: int  # just past the last delivered line (where reading began, before any delivery)
+    moved: float = 0.0  # epoch s of the last delivery from it (0: none yet)
+
+    @property
+    def behind(self) -> int:
+        return max(0, self.size - self.delivered)
+
+
+@dataclass(frozen=True)
 class Lag:
     """Undelivered work: bytes behind per followed file, and the oldest unacknowledged event."""
 
     bytes_behind: dict[str, int] = field(default_factory=dict)
     oldest_age: float = 0.0  # seconds since the oldest event read but not yet acknowledged was read
     waiting_for: tuple[str, ...] = ()  # the paths, while none of them exists
+    files: dict[str, FileLag] = field(default_factory=dict)  # by path, the same files as bytes_behind
 
     @property
     def max_bytes_behind(self) -> int:
@@ -36,14 +50,15 @@ class LagProbe:
     """Computes `Lag` on demand from the run's parts; safe to call from any thread.
 
     `files` yields (path, checkpoint key, size, offset reading started at) of each open file;
-    `delivered(key)` is the key's delivered offset, or None before the first delivery;
+    `delivered(key)` is the key's (delivered offset, epoch s it moved), or None before the
+    first delivery;
     `oldest_read` gives the monotonic times at which still-unacknowledged batches opened.
     """
 
     def __init__(
         self,
         files: Callable[[], list[tuple[str, str, int, int]]],
-        delivered: Callable[[str], int | None],
+        delivered: Callable[[str], tuple[int, float] | None],
         oldest_read: Callable[[], list[float | None]],
         paths: PathWatch | None = None,
     ) -> None:
@@ -53,14 +68,14 @@ class LagProbe:
         self._paths = paths
 
     def __call__(self) -> Lag:
-        behind: dict[str, int] = {}
+        files: dict[str, FileLag] = {}
         for path, key, size, origin in self._files():
             done = self._delivered(key)
-            behind[path] = max(0, size - (origin if done is None else done))
+            files[path] = FileLag(size, origin) if done is None else FileLag(size, *done)
         opened = [t for t in self._oldest_read() if t is not None]
         age = time.monotonic() - min(opened) if opened else 0.0
         waiting = tuple(self._paths.waiting_for) if self._paths is not None else ()
-        return Lag(behind, max(0.0, age), waiting)
+        return Lag({p: f.behind for p, f in files.items()}, max(0.0, age), waiting, files)
 
 
 class PathWatch:

@@ -12,6 +12,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -145,6 +146,34 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+@dataclass(frozen=True)
+class Problem:
+    """A warning or error that was logged."""
+
+    time: float  # epoch s
+    level: str
+    message: str  # the message, then its `error` field if any (secrets scrubbed, at most 300 chars)
+
+
+class LastProblem(logging.Handler):
+    """Remembers the last warning or error logged, for metrics (`last_error_info`) and `status`."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: Problem | None = None
+        self.scrub = Scrubber([])
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        error = getattr(record, "error", None)
+        if error:
+            text += f": {error}"
+        self.last = Problem(record.created, record.levelname.lower(), self.scrub(text)[:300])
+
+
+LAST_PROBLEM = LastProblem()
+
+
 def setup_logging(level: str, fmt: str, secrets: list[str]) -> None:
     """Configure the root logger on stderr (stdout carries dry-run events)."""
     if fmt == "auto":
@@ -155,8 +184,9 @@ def setup_logging(level: str, fmt: str, secrets: list[str]) -> None:
         formatter = JournalFormatter(formatter)
     handler.setFormatter(formatter)
     handler.addFilter(RedactingFilter(secrets))
+    LAST_PROBLEM.scrub = Scrubber(secrets)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, LAST_PROBLEM]
     root.setLevel(level.upper())
     for noisy in ("watchdog",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
