@@ -1,4 +1,5 @@
-"""Command line: `statsig-forwarder run|receive|check`. Every Settings field is also a flag."""
+"""Command line: run, receive, check, replay, validate, checkpoints, reload, status, top. Every Settings field
+is also a flag of `run` and `replay`; the other commands offer those they use (settings.also)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pydantic.fields import FieldInfo
 from . import __version__
 from .errors import ConfigError, ServeError, StateLockedError
 from .logs import Scrubber, setup_logging
-from .settings import Settings, load_settings
+from .settings import Settings, flag_commands, load_settings
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
 
@@ -43,10 +44,13 @@ def _click_type(info: FieldInfo) -> tuple[Any, bool]:
     return str, False
 
 
-def _flag_fields() -> list[tuple[str, list[str], FieldInfo]]:
-    """(parameter name, flags, field) for every option with a flag; nested ones as section__key."""
+def _flag_fields(command: str) -> list[tuple[str, list[str], FieldInfo]]:
+    """(parameter name, flags, field) for every option `command` offers as a flag (settings.also);
+    nested ones as section__key."""
     out = []
     for name, info in Settings.model_fields.items():
+        if command not in flag_commands(info):
+            continue
         ann = info.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             for sub, sub_info in ann.model_fields.items():
@@ -61,9 +65,13 @@ def _flag_fields() -> list[tuple[str, list[str], FieldInfo]]:
     return out
 
 
-def settings_options(func: F) -> F:
-    """Add one --flag per Settings field (default None: unset, so env/TOML apply)."""
-    for name, flags, info in reversed(_flag_fields()):
+def settings_options(command: str) -> Callable[[F], F]:
+    """Add one --flag per Settings field `command` uses (default None: unset, so env/TOML apply)."""
+    return lambda func: _add_settings_options(func, command)
+
+
+def _add_settings_options(func: F, command: str) -> F:
+    for name, flags, info in reversed(_flag_fields(command)):
         ctype, is_flag = _click_type(info)
         help_text = info.description
         if is_flag:
@@ -106,7 +114,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1)
-@settings_options
+@settings_options("run")
 def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
     """Tail PATHS (files or globs; '-' for stdin) and deliver their events to Statsig.
 
@@ -137,7 +145,7 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1)
-@settings_options
+@settings_options("receive")
 def receive(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
     """Only the HTTP receiver: append posted events to receiver.log_path (default: the first of PATHS).
 
@@ -156,7 +164,7 @@ def receive(config: Path | None, paths: tuple[str, ...], **options: Any) -> None
 
 
 @main.command()
-@settings_options
+@settings_options("check")
 def check(config: Path | None, **options: Any) -> None:
     """Check with statsig-python-core that the key and the Statsig endpoints answer."""
     from .commands.check import check_statsig
@@ -248,7 +256,7 @@ def reload_cmd(pid: int, timeout: float, state_dir: Path | None) -> None:
 @click.option("--restart", is_flag=True, help="Forget this replay's saved positions of FILES; start over.")
 @click.option("--progress-interval", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Seconds between progress log lines (when not on a terminal).")
-@settings_options
+@settings_options("replay")
 def replay(config: Path | None, files: tuple[str, ...], since: str | None, until: str | None,
            require_time: bool, filter_event: tuple[str, ...], rate: float | None, restart: bool,
            progress_interval: float, **options: Any) -> None:
@@ -283,7 +291,7 @@ def replay(config: Path | None, files: tuple[str, ...], since: str | None, until
 @main.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per bad line, then a summary object.")
-@settings_options
+@settings_options("validate")
 def validate(config: Path | None, files: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Check FILES ('-' for stdin; .gz read through) line by line as `run` would; send nothing.
 
