@@ -120,6 +120,10 @@ class Forwarder:
         self._check: threading.Thread | None = None
         self.failed = False  # a worker thread crashed
 
+    def lag(self) -> Lag:
+        """Undelivered work now: the files followed, their sizes and delivered offsets."""
+        return self._lag()
+
     def ready(self) -> tuple[bool, list[str]]:
         """Readiness for /readyz: (ready, reasons it is not)."""
         s = self.settings

@@ -134,11 +134,24 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
             settings.receiver_log_path  # noqa: B018 - fails now, not after start-up, when it cannot be derived
         except ConfigError as e:
             raise click.UsageError(str(e)) from None
+    progress = None
+    hooks = None
+    if settings.once and settings.paths != ["-"] and sys.stderr.isatty():
+        from .app import RunHooks
+        from .commands.progress import Progress, delivered_bytes
+
+        commits = settings.commit or not (settings.dry_run or settings.secret_key is None)  # as app.py decides
+        progress = Progress("run --once", delivered_bytes(lambda: forwarder.lag(), commits), None, True)
+        hooks = RunHooks(tick=progress.tick)
+    forwarder = Forwarder(settings, reload=lambda: build_settings(config, paths, options), hooks=hooks)
     try:
-        result = Forwarder(settings, reload=lambda: build_settings(config, paths, options)).run()
+        result = forwarder.run()
     except (StateLockedError, ServeError, ConfigError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    finally:
+        if progress is not None:
+            progress.close()
     if result.failed:
         sys.exit(1)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -14,6 +12,7 @@ import orjson
 import pytest
 from conftest import Cli, append, cli_env, event_line, fast_args, wait_until
 from fake_statsig import FakeStatsig
+from tmuxkit import Tmux, tmux_session
 
 
 def status(state: Path, *args: str) -> tuple[int, Any]:
@@ -76,33 +75,10 @@ def test_status_live_through_an_outage_a_refused_key_and_stopped(
 
 # -- top, in a real terminal ------------------------------------------------------------------
 
-class Tmux:
-    """A tmux server of our own (its own socket), one window of a fixed size."""
-
-    def __init__(self, name: str) -> None:
-        self.base = ["tmux", "-L", name]
-
-    def start(self, command: str, cwd: Path) -> None:
-        subprocess.run([*self.base, "new-session", "-d", "-x", "150", "-y", "40", "-s", "t", "-c", str(cwd),
-                        command], check=True, env={**cli_env(), "TERM": "xterm-256color"})
-
-    def screen(self) -> str:
-        done = subprocess.run([*self.base, "capture-pane", "-p", "-t", "t"], capture_output=True, text=True)
-        return done.stdout
-
-    def keys(self, *keys: str) -> None:
-        subprocess.run([*self.base, "send-keys", "-t", "t", *keys], check=True)
-
-    def kill(self) -> None:
-        subprocess.run([*self.base, "kill-server"], capture_output=True)
-
-
 @pytest.fixture
 def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    assert shutil.which("tmux"), "tmux is required (.ci/run installs it)"
-    t = Tmux(f"forwarder-test-{os.getpid()}-{tmp_path.name}")
-    yield t
-    t.kill()
+    with tmux_session(tmp_path) as t:
+        yield t
 
 
 def lag_line(screen: str) -> str:
