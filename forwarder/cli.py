@@ -144,6 +144,7 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
         progress = Progress("run --once", delivered_bytes(lambda: forwarder.lag(), commits), None, True)
         hooks = RunHooks(tick=progress.tick)
     forwarder = Forwarder(settings, reload=lambda: build_settings(config, paths, options), hooks=hooks)
+    result = None
     try:
         result = forwarder.run()
     except (StateLockedError, ServeError, ConfigError) as e:
@@ -151,7 +152,7 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
         sys.exit(2)
     finally:
         if progress is not None:
-            progress.close()
+            progress.close(complete=result is not None and result.clean and not result.interrupted)
     if result.failed:
         sys.exit(1)
 

@@ -84,3 +84,18 @@ def test_replay_without_a_terminal_logs_progress_lines(spawn: Callable[..., Cli]
         assert r["events_delivered"] <= r["events_read"] <= 2000
         assert 0 <= r["bytes_read"] <= r["bytes_total"] == (tmp_path / "events.ndjson").stat().st_size
     assert "━" not in cli.stderr.decode() and "\x1b[" not in cli.stderr.decode()
+
+
+def test_run_once_on_a_terminal_shows_the_same_bar(fake: FakeStatsig, tmp_path: Path, tmux: Tmux) -> None:
+    (tmp_path / "events.ndjson").write_bytes(b"".join(event_line(i) for i in range(1000)))
+    done = tmp_path / "exit"
+    args = " ".join([*fast_args(fake, tmp_path / "state"), "--batch-size", "100", "--log-format", "text"])
+    tmux.start(f"STATSIG_SERVER_SECRET_KEY=secret-test-key-0123456789 {sys.executable} -m forwarder run --once "
+               f"events.ndjson {args}; echo $? > {done}; sleep 30", tmp_path, width=160)
+    assert wait_until(lambda: done.exists() and done.read_text().strip() != "", timeout=30)
+    assert done.read_text().strip() == "0"
+    lines = [line for line in tmux.screen().splitlines() if line.strip()]
+    bar = next(line for line in lines if line.startswith("run --once "))
+    assert "100%" in bar and "1000 events read, 1000 delivered" in bar
+    assert lines.index(bar) > next(i for i, line in enumerate(lines) if " INFO    stopped" in line)
+    assert sorted(seqs(fake)) == list(range(1000))

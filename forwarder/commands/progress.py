@@ -112,7 +112,7 @@ class Progress:
         c = counts(stats)
         if self._bar is not None:
             elapsed = time.monotonic() - self.started
-            per_s = f" ({human_count(c['delivered'] / elapsed)}/s)" if elapsed > 0 else ""
+            per_s = f" ({human_count(round(c['delivered'] / elapsed))}/s)" if elapsed > 0 else ""
             events = f"{human_count(c['read'])} events read, {human_count(c['delivered'])} delivered{per_s}"
             if c["dead_lettered"]:
                 events += f", {c['dead_lettered']} dead-lettered"
@@ -133,10 +133,14 @@ class Progress:
                 "percent": round(100 * done / total, 1) if total else 100.0,
                 "eta_s": None if eta is None else round(eta, 1)})
 
-    def close(self) -> None:
+    def close(self, complete: bool = False) -> None:
+        """Stop showing; `complete`: everything was delivered (the bar ends full)."""
         if self._bar is not None:
             if self._last is not None:
                 self.tick(*self._last)  # the final counts
+            task = self._bar.tasks[0]
+            if complete and task.total is not None:
+                self._bar.update(self._task, completed=task.total)
             self._bar.refresh()
             self._bar.stop()
             self._bar = None

@@ -163,10 +163,11 @@ def replay(settings: Settings, patterns: tuple[str, ...], options: ReplayOptions
         tick=progress.tick,
     )
     started = time.monotonic()
+    result = None
     try:
         result = Forwarder(settings, hooks=hooks).run()
     finally:
-        progress.close()
+        progress.close(complete=result is not None and result.clean and not result.interrupted)
     summary = summarize(result, time.monotonic() - started)
     log.info("replay finished" if not result.interrupted else "replay interrupted", extra=summary)
     click.echo(format_summary(summary, result), err=True)
