@@ -180,7 +180,8 @@ def setup_logging(level: str, fmt: str, secrets: list[str]) -> None:
         fmt = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
-    if _fileno(sys.stderr) is not None and is_journal_stream(_fileno(sys.stderr) or 0):
+    fd = _fileno(sys.stderr)
+    if fd is not None and is_journal_stream(fd):
         formatter = JournalFormatter(formatter)
     handler.setFormatter(formatter)
     handler.addFilter(RedactingFilter(secrets))
