@@ -32,16 +32,18 @@ def test_reload_command_reports_applied_refused_and_missing_process(
     assert done.returncode == 0, done.stderr
     assert "applied: batch_size" in done.stdout
     assert "needs a restart to take effect: max_in_flight" in done.stdout
-    # the answer came after the reload happened, not before
-    assert any("configuration reloaded" in r.get("msg", "") for r in cli.logs())
+    # it returned once the reload had happened: what is appended now goes in batches of 2
+    append(a, b"".join(event_line(i) for i in range(5, 11)))
+    assert fake.wait_for(11)
+    assert [len(r.events) for r in fake.accepted_requests()[-3:]] == [2, 2, 2]
 
     config.write_text("paths = [unclosed\n")
     refused = reload(cli.proc.pid)
     assert refused.returncode == 1
     assert "reload refused" in refused.stderr and "cannot read config file" in refused.stderr
-    append(a, b"".join(event_line(i) for i in range(5, 8)))  # still running on the previous config
-    assert fake.wait_for(8)
-    assert max(len(r.events) for r in fake.accepted_requests()[-2:]) <= 2
+    append(a, b"".join(event_line(i) for i in range(11, 15)))  # still running on the previous config
+    assert fake.wait_for(15)
+    assert [len(r.events) for r in fake.accepted_requests()[-2:]] == [2, 2]
 
     config.write_text('paths = ["x"]\nbatch_size = 0\n')
     invalid = reload(cli.proc.pid, "--timeout", "10")
@@ -50,7 +52,7 @@ def test_reload_command_reports_applied_refused_and_missing_process(
     assert cli.stop() == 0
     gone = reload(cli.proc.pid)
     assert gone.returncode == 2 and f"no process {cli.proc.pid}" in gone.stderr
-    assert sorted(seqs(fake)) == list(range(8))
+    assert sorted(seqs(fake)) == list(range(15))
 
 
 def test_reload_command_times_out_on_a_process_that_is_not_a_forwarder(tmp_path: Path) -> None:
