@@ -12,6 +12,7 @@ import orjson
 import pytest
 from conftest import Cli, append, cli_env, event_line, fast_args, wait_until
 from fake_statsig import FakeStatsig
+from test_metrics_health import Http, P
 from tmuxkit import Tmux, tmux_session
 
 
@@ -28,13 +29,14 @@ def test_status_live_through_an_outage_a_refused_key_and_stopped(
     log, state = tmp_path / "events.ndjson", tmp_path / "state"
     append(log, b"".join(event_line(i) for i in range(10)))
     cli = spawn("run", str(log), *fast_args(fake, state), "--metrics-listen", "127.0.0.1:0")
+    http = Http(cli)  # the conditions waited for are read from /metrics directly: quicker than `status`
     assert fake.wait_for(10)
     delivered_size = log.stat().st_size
-    assert wait_until(lambda: status(state, "--json", "--interval", "0")[1]["files"][0]["offset"] == delivered_size)
+    assert wait_until(lambda: http.value(P + "file_delivered_offset_bytes", path=str(log)) == delivered_size)
 
     fake.fail_always(503)
     append(log, b"".join(event_line(i) for i in range(10, 15)))
-    assert wait_until(lambda: status(state, "--json", "--interval", "0")[1]["statsig"] == "retrying")
+    assert wait_until(lambda: http.value(P + "sink_state", state="retrying") == 1)
     code, doc = status(state, "--json", "--interval", "0.3")
     assert code == 0
     assert doc["source"] == "live" and doc["running"] is True and doc["pid"] == cli.proc.pid
@@ -53,14 +55,14 @@ def test_status_live_through_an_outage_a_refused_key_and_stopped(
     fake.clear_faults()
     fake.fail_always(401)
     append(log, event_line(15))
-    assert wait_until(lambda: status(state, "--json", "--interval", "0")[1]["statsig"] == "auth_failed")
+    assert wait_until(lambda: http.value(P + "sink_state", state="auth_failed") == 1)
     code, text = status(state)
     assert "Statsig: refusing the key   NOT READY (statsig refuses the key" in text
     assert "last problem (" in text and "error): delivery failed, will retry" in text
 
     fake.clear_faults()
     assert fake.wait_for(16)
-    assert wait_until(lambda: status(state, "--json", "--interval", "0")[1]["bytes_behind"] == 0)
+    assert wait_until(lambda: http.value(P + "file_bytes_behind", path=str(log)) == 0)
     code, doc = status(state, "--json", "--interval", "0")
     assert doc["statsig"] == "ok" and doc["ready"] is True and doc["events"]["delivered"] == 16
 
