@@ -15,7 +15,7 @@ from pydantic.fields import FieldInfo
 
 from . import __version__
 from .errors import ConfigError, ServeError, StateLockedError
-from .logs import Scrubber, setup_logging
+from .logs import Scrubber, is_journal_stream, setup_logging
 from .settings import Settings, flag_commands, load_settings
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
@@ -254,7 +254,10 @@ def reload_cmd(pid: int, timeout: float, state_dir: Path | None) -> None:
     from .commands.reload import reload as do_reload
 
     answer = do_reload(pid, state_dir, timeout)
-    click.echo(answer.message, err=answer.code != EXIT_APPLIED)
+    failed = answer.code != EXIT_APPLIED
+    # Under ExecReload= stderr is the journal: file a refusal as an error there (`journalctl -p err`).
+    prefix = "<3>" if failed and is_journal_stream(2) else ""
+    click.echo(prefix + answer.message, err=failed)
     sys.exit(answer.code)
 
 

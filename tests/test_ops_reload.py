@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -46,8 +47,14 @@ def test_reload_command_reports_applied_refused_and_missing_process(
     assert [len(r.events) for r in fake.accepted_requests()[-2:]] == [2, 2]
 
     config.write_text('paths = ["x"]\nbatch_size = 0\n')
-    invalid = reload(cli.proc.pid, "--timeout", "10")
-    assert invalid.returncode == 1 and "batch_size" in invalid.stderr
+    with open(tmp_path / "journal", "w") as journal:  # as under ExecReload=: stderr is the journal
+        st = os.fstat(journal.fileno())
+        invalid = subprocess.run([sys.executable, "-m", "forwarder", "reload", "--pid", str(cli.proc.pid)],
+                                 stdout=subprocess.PIPE, stderr=journal, text=True, timeout=30,
+                                 env=cli_env(JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}"))
+    assert invalid.returncode == 1
+    assert (tmp_path / "journal").read_text().startswith("<3>reload refused") and "batch_size" in (
+        tmp_path / "journal").read_text()
 
     assert cli.stop() == 0
     gone = reload(cli.proc.pid)
