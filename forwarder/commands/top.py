@@ -72,8 +72,8 @@ class History:
         return shrank / dt if dt > 0 and shrank > 0 else None
 
 
-def render(st: Status, history: History) -> RenderableType:
-    """One frame."""
+def render(st: Status, history: History, width: int = 160) -> RenderableType:
+    """One frame for a terminal `width` columns wide."""
     parts: list[RenderableType] = [Text(line) for line in headline(st)]
     total = list(history.total)
     direction = trend(total)
@@ -83,24 +83,25 @@ def render(st: Status, history: History) -> RenderableType:
     if direction == "draining" and rate:
         lag.append(f"  {human_bytes(rate)}/s, caught up in ~{human_seconds(st.bytes_behind / rate)}")
     parts.append(lag)
+    wide = width >= 120  # the bar and the trend only where they fit beside the figures
     table = Table(expand=True, box=None, pad_edge=False)
-    table.add_column("PATH", overflow="fold", ratio=3)
-    table.add_column("DELIVERED", justify="right")
-    table.add_column("SIZE", justify="right")
-    table.add_column("BEHIND", justify="right")
-    table.add_column("FOR", justify="right")
-    table.add_column("RATE", justify="right")
-    table.add_column("DELIVERED / SIZE", width=22)
-    table.add_column("LAG TREND", width=22)
+    table.add_column("PATH", overflow="fold", ratio=1, min_width=16)
+    for name in ("DELIVERED", "SIZE", "BEHIND", "FOR", "RATE"):
+        table.add_column(name, justify="right", no_wrap=True)
+    if wide:
+        table.add_column("DELIVERED / SIZE", width=22, no_wrap=True)
+        table.add_column("LAG TREND", width=22, no_wrap=True)
     for f in st.files:
         size = f.size or 0
-        bar = ProgressBar(total=max(size, 1), completed=min(f.offset, size) if size else 1, width=20,
-                          complete_style="green" if not f.bytes_behind else "yellow")
-        series = list(history.files.get(f.path, []))
-        table.add_row(f.path, human_bytes(f.offset), human_bytes(f.size), human_bytes(f.bytes_behind),
-                      human_seconds(f.seconds_behind),
-                      "-" if f.bytes_per_s is None else f"{human_bytes(f.bytes_per_s)}/s",
-                      bar, f"{sparkline(series[-20:])} {trend(series)}")
+        cells: list[RenderableType] = [
+            f.path, human_bytes(f.offset), human_bytes(f.size), human_bytes(f.bytes_behind),
+            human_seconds(f.seconds_behind), "-" if f.bytes_per_s is None else f"{human_bytes(f.bytes_per_s)}/s"]
+        if wide:
+            series = list(history.files.get(f.path, []))
+            cells.append(ProgressBar(total=max(size, 1), completed=min(f.offset, size) if size else 1, width=20,
+                                     complete_style="green" if not f.bytes_behind else "yellow"))
+            cells.append(f"{sparkline(series[-12:])} {trend(series)}")
+        table.add_row(*cells)
     if not st.files:
         parts.append(Text("no files followed yet"))
     else:
@@ -152,7 +153,7 @@ def top(find: Callable[[], Target], interval: float, console: Console | None = N
                 st, scraped = find().status(prev)
                 prev = scraped
                 history.add(st)
-                live.update(render(st, history), refresh=True)
+                live.update(render(st, history, console.width), refresh=True)
                 if keys.quit_within(interval):
                     break
     except KeyboardInterrupt:
