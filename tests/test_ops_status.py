@@ -122,4 +122,12 @@ def test_top_shows_the_lag_draining_as_statsig_recovers(
     tmux.keys("q")
     assert wait_until(done.exists, timeout=10) and wait_until(lambda: done.read_text().strip() != "", timeout=5)
     assert done.read_text().strip() == "0"
+
+    interrupted = tmp_path / "top-ctrl-c.exit"
+    tmux.start(f"{sys.executable} -m forwarder top --state-dir {state}; echo $? > {interrupted}; sleep 30",
+               tmp_path, session="ctrl-c")
+    assert wait_until(lambda: "lag: 0 B behind" in tmux.screen(), timeout=20), tmux.screen()
+    tmux.keys("C-c")
+    assert wait_until(lambda: interrupted.exists() and interrupted.read_text().strip() != "", timeout=10)
+    assert interrupted.read_text().strip() == "0"
     assert cli.stop() == 0

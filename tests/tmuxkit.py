@@ -17,17 +17,21 @@ class Tmux:
 
     def __init__(self, name: str) -> None:
         self.base = ["tmux", "-L", name]
+        self.session = "t"
 
-    def start(self, command: str, cwd: Path, width: int = 150, height: int = 40) -> None:
-        subprocess.run([*self.base, "new-session", "-d", "-x", str(width), "-y", str(height), "-s", "t",
+    def start(self, command: str, cwd: Path, width: int = 150, height: int = 40, session: str = "t") -> None:
+        """Run `command` in a new session; `screen` and `keys` then address that session."""
+        self.session = session
+        subprocess.run([*self.base, "new-session", "-d", "-x", str(width), "-y", str(height), "-s", session,
                         "-c", str(cwd), command], check=True, env={**cli_env(), "TERM": "xterm-256color"})
 
     def screen(self) -> str:
-        done = subprocess.run([*self.base, "capture-pane", "-p", "-t", "t"], capture_output=True, text=True)
+        done = subprocess.run([*self.base, "capture-pane", "-p", "-t", self.session], capture_output=True,
+                              text=True)
         return done.stdout
 
     def keys(self, *keys: str) -> None:
-        subprocess.run([*self.base, "send-keys", "-t", "t", *keys], check=True)
+        subprocess.run([*self.base, "send-keys", "-t", self.session, *keys], check=True)
 
     def kill(self) -> None:
         subprocess.run([*self.base, "kill-server"], capture_output=True)
