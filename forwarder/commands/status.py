@@ -8,11 +8,11 @@ checkpoints and the files' sizes. `top` (top.py) renders the same `Status` live.
 
 from __future__ import annotations
 
-import os
 import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from ..metrics import PREFIX
 from ..settings import Settings
 from ..state.checkpoints import CHECKPOINT_FILE, Checkpoints
 from ..state.lock import LOCK_FILE
+from .checkpoints import rows
 
 STATSIG_STATES = {"ok": "ok", "retrying": "retrying", "auth_failed": "refusing the key",
                   "stopped": "stopped", "unknown": "unknown"}
@@ -46,7 +47,7 @@ class FileStatus:
     bytes_behind: int | None
     seconds_behind: float  # since its offset last moved while bytes wait (0 when caught up)
     bytes_per_s: float | None = None  # delivered, between the two scrapes
-    state: str = "following"  # following | checkpoint (stopped) | missing | replaced
+    state: str = "following"  # following | checkpoint (stopped) | missing | replaced | unreadable: ...
 
 
 @dataclass
@@ -179,23 +180,19 @@ def from_state_dir(state_dir: Path, dead_letter_path: Path, running_pid: int | N
     now = time.time()
     files = []
     if (state_dir / CHECKPOINT_FILE).exists():
-        for state in sorted(Checkpoints(state_dir, readonly=True).snapshot().values(), key=lambda s: s.path):
-            try:
-                st = os.stat(state.path)
-            except OSError:
-                files.append(FileStatus(state.path, state.offset, None, None, 0.0, state="missing"))
-                continue
-            if (st.st_dev, st.st_ino) != (state.dev, state.ino) and state.ino:
-                files.append(FileStatus(state.path, state.offset, None, None, 0.0, state="replaced"))
-                continue
-            behind = max(0, st.st_size - state.offset)
-            files.append(FileStatus(state.path, state.offset, st.st_size, behind,
-                                    max(0.0, now - state.updated) if behind and state.updated else 0.0,
-                                    state="checkpoint"))
+        for row in rows(Checkpoints(state_dir, readonly=True)):  # as `checkpoints list` shows them
+            since = _epoch(row.last_delivered)
+            files.append(FileStatus(row.path, row.offset, row.size, row.lag,
+                                    max(0.0, now - since) if row.lag and since else 0.0,
+                                    state="checkpoint" if row.status == "ok" else row.status))
     dead = {"total": _count_lines(dead_letter_path)}
     running = running_pid is not None
     return Status("state_dir", str(state_dir), running, running_pid, statsig="unknown" if running else "stopped",
                   dead_letter=dead, files=files)
+
+
+def _epoch(iso: str | None) -> float | None:
+    return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
 def _count_lines(path: Path) -> int:
