@@ -16,7 +16,7 @@ from forwarder.decode.reader import Reader
 from forwarder.delivery.batcher import Batcher
 from forwarder.delivery.sink import StatsigSink, classify
 from forwarder.errors import AuthError, ConfigError, RejectedError, RetryableError, StateLockedError
-from forwarder.model import Chunk, Item, Rejection
+from forwarder.model import Batch, Chunk, Item, Rejection
 from forwarder.settings import load_settings
 from forwarder.source.fingerprint import fingerprint_bytes
 from forwarder.source.lines import LineBuffer
@@ -139,11 +139,11 @@ def test_reader_ships_full_batches_with_the_positions_they_complete(
     lines.insert(4, b"not json")  # dead-lettered: its position still travels with the batch
     assert {len(x) for x in lines if x != b"not json"} == {28}  # so 60 bytes close a batch at 3 events too
     ends = [100 + sum(len(x) + 1 for x in lines[: i + 1]) for i in range(len(lines))]
-    batches: queue.Queue[object] = queue.Queue()
+    batches: queue.Queue[Batch | None] = queue.Queue()
     reader = Reader(_NoSource(), Batcher(batch_size, batch_bytes, 3600), batches,  # type: ignore[arg-type]
-                    DeadLetter(tmp_path / "dead.ndjson"), Stats(), threading.Event(), 0.1, 10**6, "metadata", 1)
+                    DeadLetter(tmp_path / "dead.ndjson"), Stats(), threading.Event(), 0.1, 10**6, "metadata")
     reader._chunk(Chunk("key", "p", 100, b"".join(x + b"\n" for x in lines)))
-    shipped = [batches.get_nowait() for _ in range(batches.qsize())]
+    shipped = [b for _ in range(batches.qsize()) if (b := batches.get_nowait()) is not None]
     assert [[e["eventName"] for e in b.events] for b in shipped] == [["e0", "e1", "e2"], ["e3", "e4", "e5"]]
     assert [b.positions for b in shipped] == [{"key": ends[2]}, {"key": ends[6]}]
     rest = reader.batcher.take()
