@@ -199,20 +199,20 @@ class Forwarder:
 
         self._http = self._http_servers()
         batches: queue.Queue[Batch | None] = queue.Queue(maxsize=s.max_in_flight)
-        acker = Acker(checkpoints if commit else None, source.location)
+        writer = CheckpointWriter(checkpoints, deadletter, s.checkpoint_interval, self.stats)
+        acker = Acker(checkpoints if commit else None, source.location, writer.notify)
         backoff = Backoff(s.retry_initial, s.retry_max)
         senders = Senders(sink, batches, acker, deadletter, self.stats, backoff, s.max_in_flight,
                           h.limiter)
         reader = Reader(source, Batcher(s.batch_size, s.batch_bytes, s.flush_interval), batches, deadletter,
                         self.stats, self.wake, s.poll_interval, s.max_line_bytes, s.unknown_fields,
-                        s.max_in_flight, h.select, s.event_id_field)
+                        s.max_in_flight, h.select, s.event_id_field, s.oversize_fields)
         on_tick = h.tick
 
         def tick() -> None:
             if on_tick is not None:
                 on_tick(source, self.stats)
 
-        writer = CheckpointWriter(checkpoints, deadletter, s.checkpoint_interval)
         reader_thread = threading.Thread(target=reader.run, name="reader", daemon=True)
 
         def delivered(key: str) -> int | None:
@@ -263,7 +263,7 @@ class Forwarder:
             if watchdog is not None:
                 watchdog.stopped.set()
             collector.unregister()
-            writer.stopped.set()
+            writer.stop()
             if live.observer is not None:
                 live.observer.stop()
             source.close()

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -121,11 +121,13 @@ class Checkpoints:
         return old
 
     # -- durability --------------------------------------------------------------------
-    def flush(self) -> bool:
+    def flush(self, before_write: Callable[[], None] | None = None) -> bool:
         """Write the view if it changed; returns True when a write happened.
 
-        Writers are serialized: a flush that finds nothing dirty returns only once any write
-        in progress is on disk, so a final flush at shutdown never races a periodic one.
+        `before_write` runs after the view is taken and before it is written (the writer
+        syncs the dead-letter file there). Writers are serialized: a flush that finds nothing
+        dirty returns only once any write in progress is on disk, so a final flush at
+        shutdown never races another one.
         """
         with self._write_lock:
             with self._lock:
@@ -134,6 +136,8 @@ class Checkpoints:
                 doc = {"version": FORMAT_VERSION, "files": {k: asdict(v) for k, v in self._files.items()}}
                 self._dirty = False
             try:
+                if before_write is not None:
+                    before_write()
                 _atomic_write(self.path, self._tmp, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
             except BaseException:
                 with self._lock:
