@@ -51,8 +51,8 @@ MAX_STRING_FIELD = 64
 MAX_OBJECT_FIELD = 4096
 OVERSIZE_FIELDS = ("event_name", "value", "metadata", "user")  # as the input names them
 # A line this short cannot hold an object field over MAX_OBJECT_FIELD once re-encoded:
-# strings never grow, a number at most 4.5-fold ("9e15" -> 9000000000000000.0), and the
-# forwarder adds at most `"userID":"anonymous"`.
+# strings never grow (UTF-8 bytes >= UTF-16 units), a number at most 4.5-fold ("9e15" ->
+# 9000000000000000.0), and the forwarder adds at most `"userID":"anonymous",`.
 SAFE_LINE_BYTES = MAX_OBJECT_FIELD * 2 // 11
 
 _USER_KINDS: dict[str, type] = {
@@ -234,7 +234,7 @@ def stringified_length(obj: Any) -> int:
         data = orjson.dumps(obj)
     except (TypeError, orjson.JSONEncodeError):
         return 0  # cannot be sent at all; the sender dead-letters it
-    if len(data) <= MAX_OBJECT_FIELD:  # UTF-8 bytes are never fewer than UTF-16 units
+    if data.isascii():
         return len(data)
     return len(data.decode("utf-8").encode("utf-16-le")) // 2
 
