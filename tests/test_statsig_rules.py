@@ -31,7 +31,8 @@ from forwarder.decode.event import (
 
 
 def ev(seq: int, **fields: Any) -> dict[str, Any]:
-    return {"event_name": "ok", "user_id": "u", "time": 1, **fields, "metadata": {"seq": seq, **fields.get("metadata", {})}}
+    metadata = {"seq": seq, **fields.get("metadata", {})}
+    return {"event_name": "ok", "user_id": "u", "time": 1, **fields, "metadata": metadata}
 
 
 def metadata_of(length: int) -> dict[str, str]:
@@ -113,7 +114,8 @@ def _lines() -> list[bytes]:
     return out
 
 
-def _run_once(spawn: Callable[..., Cli], fake: FakeStatsig, tmp: Path, *extra: str) -> tuple[list[int], list[dict[str, Any]], dict[str, Any]]:
+def _run_once(spawn: Callable[..., Cli], fake: FakeStatsig, tmp: Path,
+              *extra: str) -> tuple[list[int], list[dict[str, Any]], dict[str, Any]]:
     log = tmp / "events.ndjson"
     log.write_bytes(b"\n".join(_lines()) + b"\n")
     state = tmp / "state"
