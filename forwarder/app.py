@@ -200,7 +200,7 @@ class Forwarder:
         self._http = self._http_servers()
         batches: queue.Queue[Batch | None] = queue.Queue(maxsize=s.max_in_flight)
         writer = CheckpointWriter(checkpoints, deadletter, s.checkpoint_interval, self.stats)
-        acker = Acker(checkpoints if commit else None, source.location, writer.notify)
+        acker = Acker(checkpoints if commit else None, source.location)
         backoff = Backoff(s.retry_initial, s.retry_max)
         senders = Senders(sink, batches, acker, deadletter, self.stats, backoff, s.max_in_flight,
                           h.limiter)

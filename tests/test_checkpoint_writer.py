@@ -1,4 +1,5 @@
-"""The checkpoint writer: group commit, woken by the acker, dead-letter file synced before the checkpoint."""
+"""The checkpoint writer: group commit, woken by every change of the view (the acker's advances
+included), dead-letter file synced before the checkpoint."""
 
 from __future__ import annotations
 
@@ -56,10 +57,10 @@ def test_acks_during_a_write_go_into_the_next_one(tmp_path: Path, no_sweep: None
     dead = HeldDeadLetter(tmp_path / "dead.ndjson", cps.path)
     stats = Stats()
     writer = CheckpointWriter(cps, dead, 0.0, stats)
-    acker = Acker(cps, lambda key: ("/log", 1, 2), writer.notify)
+    acker = Acker(cps, lambda key: ("/log", 1, 2))
     writer.start()
     try:
-        acker.done(batch(0, 100))  # the acker wakes the writer: no period to wait for
+        acker.done(batch(0, 100))  # the acknowledgement wakes the writer: no period to wait for
         assert dead.entered.wait(10), "the acknowledgement woke the writer"
         for seq in range(1, 6):  # acknowledged while that write is held
             acker.done(batch(seq, 100 * (seq + 1)))
@@ -81,7 +82,7 @@ def test_a_failed_write_is_retried_without_another_notification(tmp_path: Path, 
     cps = Checkpoints(tmp_path)
     stats = Stats()
     writer = CheckpointWriter(cps, DeadLetter(tmp_path / "dead.ndjson"), 0.0, stats)
-    acker = Acker(cps, lambda key: ("/log", 1, 2), writer.notify)
+    acker = Acker(cps, lambda key: ("/log", 1, 2))
     real_write = Checkpoints.flush
     fail = threading.Event()
     fail.set()

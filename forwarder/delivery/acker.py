@@ -27,11 +27,9 @@ class Acker:
         self,
         checkpoints: Checkpoints | None,
         location: Callable[[str], tuple[str, int, int]],
-        moved: Callable[[], None] = lambda: None,
     ) -> None:
         self._checkpoints = checkpoints
         self._location = location
-        self._moved = moved  # the checkpoint writer's notify(): write what was acknowledged
         self._lock = threading.Lock()
         self._turn = threading.Condition(self._lock)
         self._done: dict[int, Batch] = {}
@@ -49,8 +47,6 @@ class Acker:
             return min(self._opened.values(), default=None)
 
     def done(self, batch: Batch) -> None:
-        """`batch` is finished (delivered or dead-lettered); advance over unbroken ones."""
-        moved = False
         with self._lock:
             self._done[batch.seq] = batch
             while self._next in self._done:
@@ -60,10 +56,7 @@ class Acker:
                 if self._checkpoints is not None and finished.positions:
                     where = {k: self._location(k) for k in finished.positions}
                     self._checkpoints.advance(finished.positions, where)
-                    moved = True
             self._turn.notify_all()
-        if moved:
-            self._moved()
 
     def wait_turn(self, seq: int, window: int, abort: threading.Event) -> bool:
         """Block until batch `seq` is within `window` of the oldest unfinished; False on abort."""

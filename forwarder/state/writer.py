@@ -12,16 +12,16 @@ from .deadletter import DeadLetter
 
 log = logging.getLogger(__name__)
 
-# Changes that are not acknowledgements (a file renamed, start_at=end, a checkpoint expired or
-# removed) do not notify; they are written at the latest this long after they happen.
-SWEEP = 1.0
+SWEEP = 1.0  # seconds between checks for a stop request made without stop()
 RETRY = 1.0  # seconds between attempts while writes fail (full disk)
 
 
 class CheckpointWriter(threading.Thread):
-    """Writes the checkpoints as soon as the acknowledged position moves (group commit).
+    """Writes the checkpoints as soon as they change (group commit).
 
-    One write at a time: whatever is acknowledged while a write runs goes into the next one,
+    The view wakes the writer on every change (`Checkpoints.watch`): an acknowledgement the
+    acker applies, a position set by start_at=end, a file renamed, expired or removed. One
+    write at a time: whatever is acknowledged while a write runs goes into the next one,
     so a crash re-sends at most the batches in flight plus what was acknowledged during one
     write. `floor` is the least time between the starts of two writes (0: none), for disks
     where an fsync per acknowledgement costs too much; it adds to what a crash may re-send.
@@ -37,9 +37,10 @@ class CheckpointWriter(threading.Thread):
         self.stats = stats
         self._moved = threading.Event()
         self._failing = False
+        checkpoints.watch(self.notify)
 
     def notify(self) -> None:
-        """The acknowledged position moved: write it (cheap, called by the acker)."""
+        """The checkpoints changed: write them (cheap; called with the view's lock held)."""
         self._moved.set()
 
     def stop(self) -> None:
@@ -48,8 +49,10 @@ class CheckpointWriter(threading.Thread):
         self._moved.set()
 
     def run(self) -> None:
+        self._moved.set()  # a checkpoint temp file found at start is promoted at once
         while not self.stopped.is_set():
-            self._moved.wait(SWEEP)
+            if not self._moved.wait(SWEEP):
+                continue
             if self.stopped.is_set():
                 return
             self._moved.clear()  # acks from now on are for the next write

@@ -17,10 +17,15 @@ from .conftest import SCALE, Tally
 
 BATCH = 100
 IN_FLIGHT = 2
-CHECKPOINT_INTERVAL = 0.2
-# The checkpoint file's mtime is taken a moment after the view it holds was snapshotted
-# (and the kernel's file clock is coarse): count deliveries from a little before it.
+# The checkpoint file's mtime is taken a moment after the view it holds was snapshotted, the
+# kernel's file clock is coarse, and an answer reaches the acker a moment after the fake
+# recorded it: count deliveries from a little before it.
 MTIME_SLACK = 0.1
+# "One checkpoint write's worth": the writer thread below appends about 5,000 events/s, and a
+# checkpoint write (two fsyncs of small files) takes milliseconds; a crash may catch one write
+# finished and the next in progress. 0.3 s of the writer's output leaves room for a loaded
+# machine, and is far below what writes once a second re-sent (up to 5,000 + in flight).
+WRITE_WORTH = 1500
 
 
 class Writer(threading.Thread):
@@ -67,7 +72,7 @@ def test_kill9_loop_loses_nothing_and_bounds_duplicates(fake, spawn, tmp_path: P
     log = tmp_path / "events.ndjson"
     state = tmp_path / "state"
     args = [str(log), *fast_args(fake, state), "--batch-size", str(BATCH), "--max-in-flight", str(IN_FLIGHT),
-            "--checkpoint-interval", str(CHECKPOINT_INTERVAL), "--flush-interval", "0.05"]
+            "--checkpoint-interval", "0", "--flush-interval", "0.05"]
     writer = Writer(log)
     writer.start()
     crashes: list[Crash] = []
@@ -100,23 +105,29 @@ def test_kill9_loop_loses_nothing_and_bounds_duplicates(fake, spawn, tmp_path: P
     assert set(counts) == set(range(total))
 
     # Each crash re-sends what the fake accepted past the checkpoint it left behind. The
-    # promise: at most the batches in flight plus what was delivered since that checkpoint
-    # was written. Summed over the crashes, that bounds every duplicate.
+    # promise (README "Guarantees"): at most the batches in flight plus what was acknowledged
+    # during one checkpoint write; a checkpoint is written as soon as the position moves.
     requests = fake.accepted_requests()
     allowed_total = 0
-    worst = (0, 0)
+    per_crash = []
     for i, crash in enumerate(crashes):
         resent = {s for s in seqs_of(fake.events[: crash.accepted_before])
                   if writer.offsets[s] >= crash.checkpoint}
         since_write = sum(len(r.events) for r in requests
                           if crash.checkpoint_written - MTIME_SLACK <= r.received <= crash.killed_at + 0.05)
-        bound = IN_FLIGHT * BATCH + since_write
-        assert len(resent) <= bound, (f"crash {i}: {len(resent)} events re-sent, bound {bound} "
-                                      f"({IN_FLIGHT} x {BATCH} in flight + {since_write} since the checkpoint "
-                                      f"write); seed {seed}")
+        in_flight = IN_FLIGHT * BATCH
+        print(f"crash {i:2}: re-sent {len(resent):5}  (bound {in_flight} in flight + {since_write} acknowledged "
+              f"since the checkpoint write began; {in_flight} + {WRITE_WORTH} at most)")
+        assert len(resent) <= in_flight + since_write, (
+            f"crash {i}: {len(resent)} events re-sent, more than {in_flight} in flight + {since_write} "
+            f"acknowledged since the last checkpoint write began; seed {seed}")
+        assert len(resent) <= in_flight + WRITE_WORTH, (
+            f"crash {i}: {len(resent)} events re-sent, more than {in_flight} in flight + {WRITE_WORTH} "
+            f"(one checkpoint write's worth): the checkpoint lagged the acknowledgements; seed {seed}")
         allowed_total += len(resent)
-        worst = max(worst, (len(resent), bound))
-    tally.note += f"; worst crash re-sent {worst[0]} (bound {worst[1]})"
+        per_crash.append(len(resent))
+    tally.crashes = per_crash
+    tally.note += f"; worst crash re-sent {max(per_crash)} (bound {IN_FLIGHT * BATCH} + {WRITE_WORTH})"
     assert duplicates <= allowed_total, (duplicates, allowed_total, seed)
 
 
