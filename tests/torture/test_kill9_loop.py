@@ -78,8 +78,13 @@ def test_kill9_loop_loses_nothing_and_bounds_duplicates(fake, spawn, tmp_path: P
     crashes: list[Crash] = []
     try:
         for _ in range(kills):
+            before = fake.event_count
             cli = spawn("run", *args)
-            time.sleep(rng.uniform(0.1, 1.5))  # sometimes during start-up, mostly mid-stream
+            if rng.random() < 0.25:  # during start-up (which takes 0.3-2 s, with the load)
+                time.sleep(rng.uniform(0.05, 1.0))
+            else:  # mid-stream: a random moment after its first delivery
+                wait_until(lambda: fake.event_count > before, timeout=20, interval=0.01)  # noqa: B023
+                time.sleep(rng.uniform(0.0, 1.0))
             killed_at = time.time()
             cli.kill9()
             time.sleep(0.05)  # a request the fake was already answering gets recorded
