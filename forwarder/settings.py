@@ -109,9 +109,9 @@ class Settings(BaseSettings):
     retry_max: float = Field(30.0, gt=0, description="Longest retry delay in seconds.")
     gzip_level: int = Field(1, ge=1, le=9, description="gzip level of request bodies.")
     checkpoint_interval: float = Field(
-        0.0, ge=0, description="Least seconds between the starts of two checkpoint writes (0: none). A "
-        "checkpoint is written as soon as the delivered position moves, one write at a time; raise "
-        "this for slow disks (a crash may then re-send what was delivered in that time).")
+        0.1, ge=0, description="Least seconds between the starts of two checkpoint writes (0: none). A "
+        "checkpoint is written as soon as the delivered position moves, one write at a time, at most "
+        "this often; a crash may re-send what was delivered in that time (raise for slow disks).")
     shutdown_timeout: float = Field(10.0, ge=0, description="Seconds to deliver what was read after SIGTERM.")
     start_at: Literal["beginning", "end"] = Field("beginning", description="Where a file without checkpoint starts.")
     max_line_bytes: int = Field(1024 * 1024, ge=64, description="Longer lines are dead-lettered.")

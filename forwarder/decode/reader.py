@@ -137,9 +137,10 @@ class Reader:
                         self.stats.count_statsig_rules(e.over, rejected=True)
                     self._reject(Rejection(key, chunk.path, start, offset, str(e), line, len(line)))
                     continue
-                over = over_limits(event, len(line))
-                if over:  # oversize_fields = "send": sent as is, counted
-                    self.stats.count_statsig_rules(over, rejected=False)
+                if self.oversize_fields == "send":  # ("reject" raised above)
+                    over = over_limits(event, len(line))
+                    if over:
+                        self.stats.count_statsig_rules(over, rejected=False)
             if select is not None and not select(obj, event):
                 n_events += 1
                 n_skipped += 1

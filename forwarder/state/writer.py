@@ -23,8 +23,9 @@ class CheckpointWriter(threading.Thread):
     acker applies, a position set by start_at=end, a file renamed, expired or removed. One
     write at a time: whatever is acknowledged while a write runs goes into the next one,
     so a crash re-sends at most the batches in flight plus what was acknowledged during one
-    write. `floor` is the least time between the starts of two writes (0: none), for disks
-    where an fsync per acknowledgement costs too much; it adds to what a crash may re-send.
+    write, or during `floor`, the least time between the starts of two writes (0: none), if
+    longer. `checkpoint_interval` sets it: at full speed on a 2-core VM a floor of 0 wrote about
+    30 checkpoints/s (one per 2 acknowledgements, 14 ms fsyncs), 0.1 s wrote 8/s.
     """
 
     def __init__(self, checkpoints: Checkpoints, deadletter: DeadLetter, floor: float,

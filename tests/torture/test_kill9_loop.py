@@ -21,10 +21,10 @@ IN_FLIGHT = 2
 # kernel's file clock is coarse, and an answer reaches the acker a moment after the fake
 # recorded it: count deliveries from a little before it.
 MTIME_SLACK = 0.1
-# "One checkpoint write's worth": the writer thread below appends about 5,000 events/s, and a
-# checkpoint write (two fsyncs of small files) takes milliseconds; a crash may catch one write
-# finished and the next in progress. 0.3 s of the writer's output leaves room for a loaded
-# machine, and is far below what writes once a second re-sent (up to 5,000 + in flight).
+# "One checkpoint write's worth": the writer thread below appends about 5,000 events/s; a
+# checkpoint write (two fsyncs of small files) takes milliseconds, and writes are at least
+# checkpoint_interval (0.1 s, the default) apart. 0.3 s of the writer's output leaves room for
+# a loaded machine, and is far below what writes once a second re-sent (up to 5,000 + in flight).
 WRITE_WORTH = 1500
 
 
@@ -72,7 +72,7 @@ def test_kill9_loop_loses_nothing_and_bounds_duplicates(fake, spawn, tmp_path: P
     log = tmp_path / "events.ndjson"
     state = tmp_path / "state"
     args = [str(log), *fast_args(fake, state), "--batch-size", str(BATCH), "--max-in-flight", str(IN_FLIGHT),
-            "--checkpoint-interval", "0", "--flush-interval", "0.05"]
+            "--checkpoint-interval", "0.1", "--flush-interval", "0.05"]  # the default floor
     writer = Writer(log)
     writer.start()
     crashes: list[Crash] = []
