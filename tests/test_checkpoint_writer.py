@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import wait_until
+from kit import wait_until
 
 from forwarder.delivery.acker import Acker
 from forwarder.model import Batch

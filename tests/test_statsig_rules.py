@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import Cli, fast_args, seqs
 from fake_statsig import FakeStatsig
+from kit import Cli, fast_args, seqs
 
 from forwarder.decode.event import (
     DROPPED_NAME_CHARS,
@@ -42,7 +42,7 @@ def metadata_of(length: int) -> dict[str, str]:
 
 NAMES_STATSIG_DROPS = [f"a{c}b" for c in DROPPED_NAME_CHARS]
 # (fields, over-limit field) at one past each limit; the same at the limit is accepted.
-OVERSIZE = [
+OVERSIZE: list[tuple[dict[str, Any], str]] = [
     ({"event_name": "n" * (MAX_STRING_FIELD + 1)}, "event_name"),
     ({"value": "v" * (MAX_STRING_FIELD + 1)}, "value"),
     ({"metadata": {"pad": "x" * MAX_OBJECT_FIELD}}, "metadata"),
@@ -106,10 +106,7 @@ def _lines() -> list[bytes]:
     out = [orjson.dumps(ev(i, event_name=name)) for i, name in enumerate(NAMES_STATSIG_DROPS)]
     base = len(out)
     for j, (fields, _) in enumerate(OVERSIZE):
-        obj = ev(base + j, **fields)
-        if "metadata" in fields:
-            obj["metadata"] = {**fields["metadata"], "seq": base + j}
-        out.append(orjson.dumps(obj))
+        out.append(orjson.dumps(ev(base + j, **fields)))
     out.append(orjson.dumps(ev(base + len(OVERSIZE))))  # a plain one
     return out
 
