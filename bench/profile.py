@@ -6,7 +6,7 @@ Runs the real CLI on an N-line file against the fake Statsig (its own process) u
 buckets the rest by pipeline step, innermost step first. Needs py-spy (`pip install py-spy`)
 and ptrace rights over the child (root, or kernel.yama.ptrace_scope=0).
 
-    python bench/profile.py [--events 1000000] [--rate 200] [--raw OUT.txt] [-- extra forwarder flags]
+    python bench/profile.py --native [--events 1000000] [--rate 200] [--raw OUT.txt] [-- extra forwarder flags]
 """
 
 from __future__ import annotations
