@@ -37,9 +37,9 @@ from .model import Batch
 from .sdnotify import Notifier, Watchdog
 from .settings import Settings
 from .source import Source
-from .source.files import FileTailer, TailOptions
 from .source.stdin import StreamSource
-from .source.wake import Watching, start_observer
+from .source.tailer import FileTailer
+from .source.wake import Watching, follow
 from .state.checkpoints import CHECKPOINT_FILE, Checkpoints
 from .state.deadletter import DeadLetter
 from .state.lock import LOCK_FILE, StateDirLock
@@ -191,10 +191,8 @@ class Forwarder:
         elif stdin_mode:
             source = StreamSource(sys.stdin.buffer, s.max_line_bytes, self.wake)
         else:
-            tailer = FileTailer(s.paths, checkpoints, TailOptions.from_settings(s), dir_change)
-            observer = start_observer(tailer.watched_dirs(), self.wake, dir_change, s.poll, s.poll_interval,
-                                      tailer.notify)
-            tailer.set_watching(observer.native, observer.dirs)
+            tailer = FileTailer(s.paths, checkpoints, s, dir_change)
+            observer = follow(tailer, self.wake, s.poll, s.poll_interval)
             source = tailer
 
         self._http = self._http_servers()
@@ -351,20 +349,18 @@ class Forwarder:
         if "paths" in applied and (live.tailer is None or "-" in new.paths or not new.paths):
             applied.remove("paths")  # stdin <-> files is another process
         restart = [k for k in changed if k not in applied]
-        if live.tailer is not None:
-            live.tailer.options.scan_interval = new.glob_interval
-            live.tailer.options.rotate_wait = new.rotate_wait
-            if "paths" in applied:
-                live.tailer.patterns = list(new.paths)
-                live.tailer.rescan = True
-                if live.observer is not None:
-                    live.observer.stop()
-                live.observer = start_observer(live.tailer.watched_dirs(), self.wake, live.dir_change,
-                                               new.poll, new.poll_interval)
+        # Batching first: lines of newly matched files are batched the new way.
         live.batcher.batch_size = new.batch_size
         live.batcher.batch_bytes = new.batch_bytes
         live.batcher.flush_interval = new.flush_interval
         live.backoff.initial, live.backoff.maximum = new.retry_initial, new.retry_max
+        if live.tailer is not None:
+            live.tailer.settings = live.tailer.settings.model_copy(
+                update={"glob_interval": new.glob_interval, "rotate_wait": new.rotate_wait})
+            if "paths" in applied:
+                live.tailer.patterns = list(new.paths)
+                live.tailer.rescan = True
+                live.observer = follow(live.tailer, self.wake, old.poll, old.poll_interval, live.observer)
         logging.getLogger().setLevel(new.log_level.upper())
         self.settings = old.model_copy(update={k: getattr(new, k) for k in applied})
         self.wake.set()

@@ -257,6 +257,8 @@ def validate(config: Path | None, files: tuple[str, ...], as_json: bool, **optio
 def _state_options(func: F) -> F:
     func = click.option("--namespace", type=click.Choice(["run", "replay"]), default="run", show_default=True,
                         help="Whose positions: `run`'s, or `replay`'s.")(func)
+    func = click.option("--fingerprint-bytes", "fingerprint_bytes", type=int,
+                        help="As given to `run`: files are identified the same way.")(func)
     func = click.option("--state-dir", "state_dir", type=click.Path(path_type=Path),
                         help="State directory (default: as `run` would use).")(func)
     func = click.option("--config", "config", type=click.Path(path_type=Path),
@@ -264,13 +266,13 @@ def _state_options(func: F) -> F:
     return func
 
 
-def _open_checkpoints(config: Path | None, state_dir: Path | None, namespace: str,
-                      readonly: bool) -> tuple[Any, Any]:
+def _open_checkpoints(config: Path | None, state_dir: Path | None, fingerprint_bytes: int | None,
+                      namespace: str, readonly: bool) -> tuple[Any, Any, Settings]:
     from .commands.checkpoints import NAMESPACES
     from .state.checkpoints import Checkpoints
     from .state.lock import StateDirLock
 
-    settings = build_settings(config, (), {"state_dir": state_dir})
+    settings = build_settings(config, (), {"state_dir": state_dir, "fingerprint_bytes": fingerprint_bytes})
     if not settings.state_dir.is_dir():
         raise click.ClickException(f"state directory {settings.state_dir} does not exist")
     file_name, lock_name = NAMESPACES[namespace]
@@ -282,7 +284,7 @@ def _open_checkpoints(config: Path | None, state_dir: Path | None, namespace: st
         except StateLockedError as e:
             click.echo(f"error: refusing to change checkpoints: {e}; stop it first", err=True)
             sys.exit(2)
-    return Checkpoints(settings.state_dir, file_name, readonly=readonly), lock
+    return Checkpoints(settings.state_dir, file_name, readonly=readonly), lock, settings
 
 
 @main.group()
@@ -293,14 +295,15 @@ def checkpoints() -> None:
 @checkpoints.command("list")
 @_state_options
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
-def checkpoints_list(config: Path | None, state_dir: Path | None, namespace: str, as_json: bool) -> None:
+def checkpoints_list(config: Path | None, state_dir: Path | None, fingerprint_bytes: int | None,
+                     namespace: str, as_json: bool) -> None:
     """Every tracked file: fingerprint, offset, size, lag, last delivered time, path."""
     import orjson
 
     from .commands.checkpoints import rows
 
-    cps, _ = _open_checkpoints(config, state_dir, namespace, readonly=True)
-    table = rows(cps)
+    cps, _, settings = _open_checkpoints(config, state_dir, fingerprint_bytes, namespace, readonly=True)
+    table = rows(cps, settings)
     if as_json:
         click.echo(orjson.dumps([r.as_dict() for r in table], option=orjson.OPT_INDENT_2).decode())
         return
@@ -319,15 +322,16 @@ def checkpoints_list(config: Path | None, state_dir: Path | None, namespace: str
 @checkpoints.command("show")
 @click.argument("target")
 @_state_options
-def checkpoints_show(config: Path | None, state_dir: Path | None, namespace: str, target: str) -> None:
+def checkpoints_show(config: Path | None, state_dir: Path | None, fingerprint_bytes: int | None,
+                     namespace: str, target: str) -> None:
     """The checkpoint(s) of TARGET (a path or a fingerprint), as JSON."""
     import orjson
 
     from .commands.checkpoints import find, rows
 
-    cps, _ = _open_checkpoints(config, state_dir, namespace, readonly=True)
+    cps, _, settings = _open_checkpoints(config, state_dir, fingerprint_bytes, namespace, readonly=True)
     keys = set(find(cps, target))
-    found = [r.as_dict() for r in rows(cps) if r.fingerprint in keys]
+    found = [r.as_dict() for r in rows(cps, settings) if r.fingerprint in keys]
     if not found:
         click.echo(f"no checkpoint for {target!r} in {cps.path}", err=True)
         sys.exit(1)
@@ -338,8 +342,8 @@ def checkpoints_show(config: Path | None, state_dir: Path | None, namespace: str
 @click.argument("target")
 @click.argument("offset")
 @_state_options
-def checkpoints_set(config: Path | None, state_dir: Path | None, namespace: str, target: str,
-                    offset: str) -> None:
+def checkpoints_set(config: Path | None, state_dir: Path | None, fingerprint_bytes: int | None,
+                    namespace: str, target: str, offset: str) -> None:
     """Move TARGET's position (a path, or a fingerprint) to OFFSET: bytes, 'start' or 'end'.
 
     An offset inside a line moves forward to the next line start. For .gz files, offsets
@@ -347,9 +351,9 @@ def checkpoints_set(config: Path | None, state_dir: Path | None, namespace: str,
     """
     from .commands.checkpoints import PositionError, set_position
 
-    cps, lock = _open_checkpoints(config, state_dir, namespace, readonly=False)
+    cps, lock, settings = _open_checkpoints(config, state_dir, fingerprint_bytes, namespace, readonly=False)
     try:
-        key, old, new = set_position(cps, target, offset)
+        key, old, new = set_position(cps, target, offset, settings)
         cps.flush()
     except PositionError as e:
         raise click.ClickException(str(e)) from None
@@ -362,15 +366,15 @@ def checkpoints_set(config: Path | None, state_dir: Path | None, namespace: str,
 @click.argument("targets", nargs=-1)
 @click.option("--all", "reset_all", is_flag=True, help="Clear every position of the namespace.")
 @_state_options
-def checkpoints_reset(config: Path | None, state_dir: Path | None, namespace: str, targets: tuple[str, ...],
-                      reset_all: bool) -> None:
+def checkpoints_reset(config: Path | None, state_dir: Path | None, fingerprint_bytes: int | None,
+                      namespace: str, targets: tuple[str, ...], reset_all: bool) -> None:
     """Clear the positions of TARGETS (paths or fingerprints), or --all: they count as new files
     (read from the beginning, or skipped to the end with start_at = "end")."""
     from .commands.checkpoints import find
 
     if not targets and not reset_all:
         raise click.UsageError("give the files (or fingerprints) to reset, or --all")
-    cps, lock = _open_checkpoints(config, state_dir, namespace, readonly=False)
+    cps, lock, _ = _open_checkpoints(config, state_dir, fingerprint_bytes, namespace, readonly=False)
     try:
         keys = list(cps.snapshot()) if reset_all else [k for t in targets for k in find(cps, t)]
         for t in targets:

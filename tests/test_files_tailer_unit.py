@@ -12,15 +12,16 @@ from conftest import event_line
 from watchdog.observers.polling import PollingObserver
 
 from forwarder.model import Chunk
-from forwarder.source import files as files_mod
-from forwarder.source.files import FileTailer, TailOptions
+from forwarder.settings import Settings
+from forwarder.source import tailer as files_mod
 from forwarder.source.fingerprint import fingerprint_fd, matches
+from forwarder.source.tailer import FileTailer
 from forwarder.source.wake import start_observer
 from forwarder.state.checkpoints import Checkpoints
 
 
-def _tailer(tmp_path: Path, pattern: str, **opts: object) -> FileTailer:
-    return FileTailer([pattern], Checkpoints(tmp_path / "state_cp"), TailOptions(**opts))  # type: ignore[arg-type]
+def _tailer(tmp_path: Path, pattern: str, scan_interval: float = 5.0) -> FileTailer:
+    return FileTailer([pattern], Checkpoints(tmp_path / "state_cp"), Settings(glob_interval=scan_interval))
 
 
 def test_idle_files_are_not_read_or_statted_when_native_events_work(tmp_path, monkeypatch):

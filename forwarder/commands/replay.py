@@ -27,9 +27,10 @@ from ..model import StatsigEvent
 from ..settings import Settings
 from ..source import Source
 from ..source.compressed import GzipSource, is_gzip
-from ..source.files import FileTailer, TailOptions
-from ..source.fingerprint import fingerprint_fd
+from ..source.discovery import excluded
+from ..source.fingerprint import identify_path
 from ..source.sequence import Part, SequenceSource
+from ..source.tailer import FileTailer
 from ..state.checkpoints import REPLAY_CHECKPOINT_FILE, Checkpoints
 from ..state.lock import REPLAY_LOCK_FILE
 from ..stats import Stats
@@ -76,14 +77,17 @@ class EventSelector:
         return self.names is None or event["eventName"] in self.names
 
 
-def expand(patterns: tuple[str, ...]) -> list[str]:
-    """Files named by paths and globs, each once, oldest (mtime) first; raises ClickException."""
+def expand(patterns: tuple[str, ...], exclude: list[str] | None = None) -> list[str]:
+    """Files named by paths and globs, each once, oldest (mtime) first, minus `exclude`
+    (as `run` does); raises ClickException."""
     found: dict[str, tuple[float, str]] = {}
     for pattern in patterns:
         paths = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
         if not paths:
             log.warning("pattern matches no file", extra={"pattern": pattern})
         for path in paths:
+            if excluded(path, exclude or ()):
+                continue
             try:
                 st = os.stat(path)
             except OSError as e:
@@ -99,21 +103,20 @@ def expand(patterns: tuple[str, ...]) -> list[str]:
 def sequence(files: list[str], checkpoints: Checkpoints, settings: Settings, restart: bool) -> SequenceSource:
     """One Source over `files` in order, each resuming at its replay checkpoint."""
 
-    def opener(path: str) -> Callable[[], Source | None]:
+    # Each file read whole once, from its start when it has no replay checkpoint.
+    whole = settings.model_copy(update={"start_at": "beginning", "rotate_wait": 0.0, "once": True})
+    size = settings.fingerprint_bytes
+
+    def opener(path: str, compressed: bool) -> Callable[[], Source | None]:
         def open_plain() -> Source | None:
             if restart:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    key = fingerprint_fd(fd)
-                finally:
-                    os.close(fd)
+                key = identify_path(path, size).key(size)
                 if key is not None:
                     checkpoints.remove(key)
-            options = TailOptions("beginning", settings.max_line_bytes, rotate_wait=0.0, once=True)
-            return FileTailer([path], checkpoints, options)
+            return FileTailer([path], checkpoints, whole)
 
         def open_gzip() -> Source | None:
-            source = GzipSource(path, settings.max_line_bytes)
+            source = GzipSource(path, settings.max_line_bytes, fingerprint_size=size)
             if source.key is None:
                 source.close()
                 return None
@@ -126,9 +129,9 @@ def sequence(files: list[str], checkpoints: Checkpoints, settings: Settings, res
                                                        "offset": state.offset if state else 0})
             return source
 
-        return open_gzip if is_gzip(path) else open_plain
+        return open_gzip if compressed else open_plain
 
-    return SequenceSource([Part(path, os.path.getsize(path), opener(path)) for path in files])
+    return SequenceSource([Part(path, os.path.getsize(path), opener(path, is_gzip(path))) for path in files])
 
 
 class Progress:
@@ -190,7 +193,7 @@ class ReplayOptions:
 
 def replay(settings: Settings, patterns: tuple[str, ...], options: ReplayOptions) -> int:
     """Run a replay to its end (or a signal); print the summary; return the exit code."""
-    files = expand(patterns)
+    files = expand(patterns, settings.exclude)
     limiter = None
     if options.rate is not None:
         batch = min(settings.batch_size, max(1, int(options.rate / RATE_BATCHES_PER_S)))
