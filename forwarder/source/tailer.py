@@ -328,6 +328,9 @@ class FileTailer:
             head = read_head(w.fd, s.fingerprint_bytes)  # kind and identity from the same bytes
             if head.compressed:
                 key = self._identify_compressed(w)
+            elif head.undecided:  # empty (logrotate creates the .gz, gzip fills it a moment later)
+                w.short_tried = w.short_tried or short_ok
+                return
             else:
                 key = w.identify(head, s.fingerprint_bytes, short_ok)
                 if short_ok:
@@ -401,6 +404,8 @@ class FileTailer:
         s = self.settings
         size = os.fstat(w.fd).st_size
         offset: int | None = None
+        upto: tuple[int, float] | None = None  # read this run through another file
+        copied = False
         if key in self._deleted:
             read, delivered = self._deleted.pop(key)  # the old file with this head was deleted...
             if w.gz is not None:  # ...and this is its compressed copy: resume where it stopped
@@ -410,9 +415,11 @@ class FileTailer:
         else:
             upto = self._read_upto.pop(key, None)
             offset = upto[0] if upto is not None else None
-            if offset is None:
-                state = self.checkpoints.get(key)
-                offset = state.offset if state is not None else None
+            state = self.checkpoints.get(key) if offset is None else None
+            if state is not None:
+                offset = state.offset
+                # Saved while following another inode (dev, ino of 0: unknown): this file is a copy.
+                copied = bool(state.ino) and (state.dev, state.ino) != (w.dev, w.ino)
         if offset is None:
             # start_at=end skips only what was never tracked: after an unreadable checkpoint
             # file, every file starts over from 0 (duplicates, never loss).
@@ -428,7 +435,14 @@ class FileTailer:
                 # A deliberate skip (start_at=end, ignore_older) is a position too: without it a
                 # crash before the first delivery would skip again what was appended meanwhile.
                 self.checkpoints.advance({key: offset}, {key: (os.path.abspath(w.path), w.dev, w.ino)})
-        elif offset > size and not w.compressed:  # (a compressed file checks its decompressed length)
+        elif offset > size and not w.compressed and (upto is not None or copied):
+            # The same first line on a file shorter than what was read of it: a copy taken before
+            # the last lines were read (copytruncate while the writer appends), a prefix of what
+            # was read already. (A compressed file checks its decompressed length itself.)
+            log.info("copy of a file already read further (copytruncate); nothing of it is sent again",
+                     extra={"path": w.path, "read": offset, "size": size})
+            offset = size
+        elif offset > size and not w.compressed:
             log.warning(
                 "file is shorter than its checkpoint (truncated while stopped); reading from 0",
                 extra={"path": w.path, "checkpoint": offset, "size": size},
