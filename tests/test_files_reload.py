@@ -33,6 +33,7 @@ def test_reload_changing_paths_keeps_append_latency_low(spawn, fake, tmp_path):
         assert wait_until(lambda s=seq: s in seqs(fake), 10)
         latencies.append(time.monotonic() - t0)
         time.sleep(0.3)
+    print(f"append-to-delivery after reload: {[round(x, 2) for x in latencies]} s")
     assert max(latencies) < 1.5, latencies  # flush_interval 0.2 s; the sweep would take up to 5 s
     assert cli.stop() == 0
     assert sorted(seqs(fake)) == list(range(5))
