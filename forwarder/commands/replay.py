@@ -9,7 +9,6 @@ interrupted, never sends a file twice by accident, and never moves `run`'s posit
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import sys
@@ -27,7 +26,7 @@ from ..model import StatsigEvent
 from ..settings import Settings
 from ..source import Source
 from ..source.compressed import GzipSource, is_gzip
-from ..source.discovery import excluded
+from ..source.discovery import expand as discover
 from ..source.fingerprint import identify_path
 from ..source.sequence import Part, SequenceSource
 from ..source.tailer import FileTailer
@@ -82,12 +81,10 @@ def expand(patterns: tuple[str, ...], exclude: list[str] | None = None) -> list[
     (as `run` does); raises ClickException."""
     found: dict[str, tuple[float, str]] = {}
     for pattern in patterns:
-        paths = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        paths = list(discover([pattern], exclude or ()))
         if not paths:
             log.warning("pattern matches no file", extra={"pattern": pattern})
         for path in paths:
-            if excluded(path, exclude or ()):
-                continue
             try:
                 st = os.stat(path)
             except OSError as e:
@@ -105,18 +102,18 @@ def sequence(files: list[str], checkpoints: Checkpoints, settings: Settings, res
 
     # Each file read whole once, from its start when it has no replay checkpoint.
     whole = settings.model_copy(update={"start_at": "beginning", "rotate_wait": 0.0, "once": True})
-    size = settings.fingerprint_bytes
+    fp = settings.fingerprint_bytes
 
     def opener(path: str, compressed: bool) -> Callable[[], Source | None]:
         def open_plain() -> Source | None:
             if restart:
-                key = identify_path(path, size).key(size)
+                key = identify_path(path, fp).key(fp)
                 if key is not None:
                     checkpoints.remove(key)
             return FileTailer([path], checkpoints, whole)
 
         def open_gzip() -> Source | None:
-            source = GzipSource(path, settings.max_line_bytes, fingerprint_size=size)
+            source = GzipSource(path, settings.max_line_bytes, fingerprint_size=fp)
             if source.key is None:
                 source.close()
                 return None

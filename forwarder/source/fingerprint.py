@@ -33,7 +33,10 @@ import os
 import zlib
 from dataclasses import dataclass
 
-FINGERPRINT_BYTES = 256  # the fingerprint_bytes default in tests and tools; `run` passes the setting
+from ..settings import Settings
+
+# Callers pass settings.fingerprint_bytes; this default (for tools and tests) is the setting's own.
+FINGERPRINT_BYTES: int = Settings.model_fields["fingerprint_bytes"].default
 GZIP_MAGIC = b"\x1f\x8b"
 _HOLE_SLACK = 4096  # NULs left before the first data byte after SEEK_DATA (block granularity)
 
