@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import orjson
-from conftest import event_line, fast_args, seqs
-from tailkit import logs_dir
+from kit import event_line, fast_args, logs_dir, seqs
 
 FP = "1024"
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from forwarder.model import Chunk, Item
-from forwarder.settings import Settings
+from forwarder.settings import load_settings
 from forwarder.source.tailer import FileTailer
 from forwarder.state.checkpoints import Checkpoints
 
@@ -43,7 +43,7 @@ class TailerMachine(RuleBasedStateMachine):
         self.rotated = self.dir / "events.ndjson.1"
         self.state_dir = self.dir / "state"
         self.state_dir.mkdir()
-        self.settings = Settings(paths=[str(self.dir / "events.ndjson*")], state_dir=self.state_dir,
+        self.settings = load_settings(paths=[str(self.dir / "events.ndjson*")], state_dir=self.state_dir,
                                  rotate_wait=0.0)
         self.seq = 0
         self.partial: bytes = b""  # the second half of a line half-written to the live file

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import event_line
+from kit import event_line
 from watchdog.observers.polling import PollingObserver
 
-from forwarder.model import Chunk
-from forwarder.settings import Settings
+from forwarder.model import Chunk, Item
+from forwarder.settings import load_settings
 from forwarder.source import tailer as files_mod
 from forwarder.source.fingerprint import fingerprint_fd, matches
 from forwarder.source.tailer import FileTailer
@@ -25,7 +25,7 @@ from forwarder.state.checkpoints import Checkpoints
 
 
 def _tailer(tmp_path: Path, pattern: str, scan_interval: float = 5.0) -> FileTailer:
-    return FileTailer([pattern], Checkpoints(tmp_path / "state_cp"), Settings(glob_interval=scan_interval))
+    return FileTailer([pattern], Checkpoints(tmp_path / "state_cp"), load_settings(glob_interval=scan_interval))
 
 
 def test_idle_files_are_not_read_or_statted_when_native_events_work(tmp_path, monkeypatch):
@@ -65,7 +65,7 @@ def test_without_native_events_every_file_is_checked(tmp_path):
     assert len(t.poll(1 << 20)) == 1
     f.open("ab").write(event_line(1))
     [chunk] = t.poll(1 << 20)  # no notify(): polling mode reads anyway
-    assert chunk.data == event_line(1)
+    assert isinstance(chunk, Chunk) and chunk.data == event_line(1)
     t.close()
 
 
@@ -128,7 +128,7 @@ def test_native_observer_failure_falls_back_to_polling(tmp_path, caplog):
 
 def test_watch_limit_while_scheduling_falls_back_to_polling(tmp_path):
     class FullObserver(PollingObserver):
-        def schedule(self, *a: object, **k: object):  # type: ignore[override]
+        def schedule(self, *a: object, **k: object):
             raise OSError(errno.ENOSPC, "inotify watch limit reached")
 
     watching = start_observer({str(tmp_path): True}, threading.Event(), threading.Event(), False, 0.05,
@@ -149,7 +149,7 @@ def test_watched_dirs(tmp_path, pattern, expected):
     assert _tailer(tmp_path, pattern).watched_dirs() == expected
 
 
-def _seqs(items: list[object]) -> list[int]:
+def _seqs(items: list[Item]) -> list[int]:
     out = []
     for item in items:
         assert isinstance(item, Chunk), item
@@ -171,7 +171,7 @@ def test_copytruncate_copy_shorter_than_what_was_read_sends_nothing_again(tmp_pa
     logs.mkdir()
     live = logs / "events.ndjson"
     live.write_bytes(b"".join(event_line(i) for i in range(5)))
-    t = FileTailer([str(logs / "events.ndjson*")], Checkpoints(tmp_path / "state_cp"), Settings(rotate_wait=0))
+    t = FileTailer([str(logs / "events.ndjson*")], Checkpoints(tmp_path / "state_cp"), load_settings(rotate_wait=0))
     assert _drain(t) == list(range(5))
     shutil.copyfile(live, logs / "events.ndjson.1")  # logrotate copies...
     live.open("ab").write(b"".join(event_line(i) for i in range(5, 10)))
@@ -200,7 +200,7 @@ def test_an_empty_gz_filled_between_two_reads_is_identified_as_gzip(tmp_path, mo
         return real_pread(fd, n, offset)
 
     monkeypatch.setattr(os, "pread", pread)
-    t = FileTailer([str(logs / "*")], Checkpoints(tmp_path / "state_cp"), Settings(rotate_wait=0))
+    t = FileTailer([str(logs / "*")], Checkpoints(tmp_path / "state_cp"), load_settings(rotate_wait=0))
     got = _drain(t)
     assert looks["n"] == 1
     assert sorted(got) == list(range(20))  # read once, decompressed; no binary line dead-lettered

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from conftest import event_line, seqs, wait_until
-from tailkit import logs_dir, run
+from fake_statsig import FakeStatsig
+from kit import event_line, logs_dir, run, seqs, wait_until
 
 WRITE_SECONDS = 8.0
 LINES_PER_SECOND = 400
@@ -36,7 +36,7 @@ LINES_PER_SECOND = 400
 class Writer(threading.Thread):
     """Appends numbered events through `emit` at a steady rate until stopped."""
 
-    def __init__(self, emit: Callable[[bytes], None]) -> None:
+    def __init__(self, emit: Callable[[bytes], object]) -> None:
         super().__init__(daemon=True)
         self.emit = emit
         self.written = 0
@@ -103,14 +103,14 @@ def dead_letters(state: Path) -> list[dict[str, object]]:
     return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
 
 
-def delivered_once(fake: object, expected: set[int], allowed: set[int], timeout: float = 30) -> list[int]:
+def delivered_once(fake: FakeStatsig, expected: set[int], allowed: set[int], timeout: float = 30) -> list[int]:
     """Wait until every `expected` seq arrived; return them in arrival order (checked for duplicates)."""
-    ok = wait_until(lambda: expected <= set(seqs(fake)), timeout)  # type: ignore[arg-type]
-    got = seqs(fake)  # type: ignore[arg-type]
+    ok = wait_until(lambda: expected <= set(seqs(fake)), timeout)
+    got = seqs(fake)
     missing = sorted(expected - set(got))
     assert ok, f"{len(missing)} lines never delivered, first {missing[:10]}"
     time.sleep(1.0)  # duplicates would arrive within a few flushes
-    got = seqs(fake)  # type: ignore[arg-type]
+    got = seqs(fake)
     dups = sorted(k for k, c in collections.Counter(got).items() if c > 1)
     assert not dups, f"{len(dups)} duplicated, first {dups[:10]}"
     assert set(got) <= allowed
