@@ -11,15 +11,12 @@ import gzip
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from ..source.compressed import is_gzip
-from ..source.fingerprint import identify_path
+from ..source.fingerprint import FINGERPRINT_BYTES, identify_path
 from ..state.checkpoints import CHECKPOINT_FILE, REPLAY_CHECKPOINT_FILE, Checkpoints, FileState
 from ..state.lock import LOCK_FILE, REPLAY_LOCK_FILE
-
-if TYPE_CHECKING:
-    from ..settings import Settings
 
 NAMESPACES = {"run": (CHECKPOINT_FILE, LOCK_FILE), "replay": (REPLAY_CHECKPOINT_FILE, REPLAY_LOCK_FILE)}
 
@@ -49,10 +46,9 @@ def _open(path: str) -> BinaryIO:
     return gzip.GzipFile(fileobj=raw, mode="rb") if is_gzip(path) else raw  # type: ignore[return-value]
 
 
-def rows(checkpoints: Checkpoints, settings: Settings) -> list[Row]:
-    """Every checkpoint, its file's identity checked as `run` checks it (settings.fingerprint_bytes)."""
+def rows(checkpoints: Checkpoints, fp: int = FINGERPRINT_BYTES) -> list[Row]:
+    """Every checkpoint, its file's identity checked as `run` checks it (fp: settings.fingerprint_bytes)."""
     out = []
-    fp = settings.fingerprint_bytes
     for key, state in sorted(checkpoints.snapshot().items(), key=lambda kv: kv[1].path):
         size: int | None = None
         status = "ok"
@@ -83,14 +79,13 @@ def find(checkpoints: Checkpoints, target: str) -> list[str]:
 
 
 def set_position(checkpoints: Checkpoints, target: str, offset: str,
-                 settings: Settings) -> tuple[str, int | None, int]:
+                 fp: int = FINGERPRINT_BYTES) -> tuple[str, int | None, int]:
     """Move the position of `target` (a path, or a tracked fingerprint) to `offset`.
 
     `offset` is a byte offset, `start` or `end`; an offset inside a line moves forward to
     the start of the next line. The file's identity is the one `run` gives it with the same
-    settings (fingerprint_bytes). Returns (fingerprint, old offset, new offset).
+    fingerprint_bytes (`fp`). Returns (fingerprint, old offset, new offset).
     """
-    fp = settings.fingerprint_bytes
     keys = find(checkpoints, target)
     if os.path.isfile(target):
         now = identify_path(target, fp)
