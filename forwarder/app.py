@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -34,6 +34,8 @@ from .health import Lag, LagProbe, readiness
 from .logs import redact
 from .metrics import RunCollector
 from .model import Batch
+from .rules import ActiveRules
+from .rules.remote import RemoteRules
 from .sdnotify import Notifier, Watchdog
 from .settings import Settings
 from .source import Source
@@ -58,6 +60,7 @@ class RunResult:
     clean: bool  # everything read was delivered
     interrupted: bool = False  # stopped by a signal before the source was exhausted
     failed: bool = False  # a worker thread crashed (a bug): exit non-zero
+    removed_by_rule: list[dict[str, str | int | bool]] = field(default_factory=list)  # Stats.removed_by_rule
 
 
 @dataclass
@@ -74,7 +77,8 @@ class RunHooks:
 
 # Options SIGHUP applies to a running forwarder; any other change needs a restart.
 RELOADABLE = ("paths", "glob_interval", "rotate_wait", "batch_size", "batch_bytes", "flush_interval",
-              "retry_initial", "retry_max", "log_level", "ready_max_lag_bytes", "ready_max_lag_seconds")
+              "retry_initial", "retry_max", "log_level", "ready_max_lag_bytes", "ready_max_lag_seconds",
+              "rules")
 
 
 @dataclass
@@ -86,6 +90,7 @@ class _Live:
     dir_change: threading.Event
     batcher: Batcher
     backoff: Backoff
+    rules: ActiveRules
 
 
 class Forwarder:
@@ -198,6 +203,8 @@ class Forwarder:
             source = tailer
 
         self._http = self._http_servers()
+        rules = ActiveRules(s.rules, self.stats)
+        remote = RemoteRules(s, rules.set_remote, self.stats) if s.remote_rules else None
         batches: queue.Queue[Batch | None] = queue.Queue(maxsize=s.max_in_flight)
         acker = Acker(checkpoints if commit else None, source.location)
         backoff = Backoff(s.retry_initial, s.retry_max)
@@ -205,7 +212,7 @@ class Forwarder:
                           h.limiter)
         reader = Reader(source, Batcher(s.batch_size, s.batch_bytes, s.flush_interval), batches, deadletter,
                         self.stats, self.wake, s.poll_interval, s.max_line_bytes, s.unknown_fields,
-                        s.max_in_flight, h.select, s.event_id_field)
+                        s.max_in_flight, h.select, s.event_id_field, rules)
         on_tick = h.tick
 
         def tick() -> None:
@@ -224,9 +231,11 @@ class Forwarder:
         collector = RunCollector("stdin" if stdin_mode else "file", self.stats, self._lag, self.ready)
         collector.register()
         watchdog = None
-        live = _Live(tailer, observer, dir_change, reader.batcher, backoff)
+        live = _Live(tailer, observer, dir_change, reader.batcher, backoff, rules)
         self._reader, self._senders = reader, senders
         try:
+            if remote is not None:
+                remote.start()  # the saved rules apply before the first line is read
             senders.start()
             reader_thread.start()
             if commit:
@@ -262,6 +271,8 @@ class Forwarder:
             self._stop_servers()
             if watchdog is not None:
                 watchdog.stopped.set()
+            if remote is not None:
+                remote.stop()
             collector.unregister()
             writer.stopped.set()
             if live.observer is not None:
@@ -272,8 +283,9 @@ class Forwarder:
                 writer.flush()
             deadletter.close()
         snapshot = self.stats.snapshot()
-        log.info("stopped", extra={**snapshot, "delivered_everything_read": clean})
-        return RunResult(snapshot, clean, interrupted=self._signals > 0, failed=self.failed)
+        by_rule = self.stats.removed_by_rule()
+        log.info("stopped", extra={**snapshot, "removed_by_rule": by_rule, "delivered_everything_read": clean})
+        return RunResult(snapshot, clean, interrupted=self._signals > 0, failed=self.failed, removed_by_rule=by_rule)
 
     def _drain(self, senders: Senders, reader: Reader, tick: Callable[[], None] = lambda: None) -> bool:
         while not reader.abort.is_set():
@@ -365,6 +377,7 @@ class Forwarder:
         live.batcher.batch_bytes = new.batch_bytes
         live.batcher.flush_interval = new.flush_interval
         live.backoff.initial, live.backoff.maximum = new.retry_initial, new.retry_max
+        live.rules.set_local(new.rules)
         logging.getLogger().setLevel(new.log_level.upper())
         self.settings = old.model_copy(update={k: getattr(new, k) for k in applied})
         self.wake.set()
