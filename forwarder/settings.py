@@ -256,7 +256,7 @@ def describe_config_error(e: ValidationError, config_file: Path | None) -> str:
         if err["type"] == "extra_forbidden":
             where = f" in {config_file}" if config_file else ""
             problems.append(f"unknown option {key!r}{where}")
-        elif err["type"] == "value_error":  # a validator's own sentence names what it got
+        elif err["type"] in ("value_error", "missing"):  # a validator's sentence names what it got
             problems.append(f"{key}: {err['msg'].removeprefix('Value error, ')}")
         else:
             problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})"

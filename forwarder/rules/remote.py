@@ -88,6 +88,7 @@ class RemoteRules:
         self.stats = stats
         self.saved = SavedRules(settings.state_dir, self.config)
         self.stopped = threading.Event()
+        self.first = threading.Event()  # set after the first evaluation (or its failure)
         self._last: bytes | None = None  # canonical JSON of the last value seen (good or refused)
         self._thread: threading.Thread | None = None
 
@@ -105,6 +106,10 @@ class RemoteRules:
             return self
         self._thread = threading.Thread(target=self._run, name="remote-rules", daemon=True)
         self._thread.start()
+        # Reading starts once Statsig answered or could not (SDK init_timeout): a first start, or
+        # `run --once`, then already honours the fleet's rules.
+        if not self.first.wait(self.settings.check_timeout + 2):
+            log.warning("remote event rules not evaluated yet; starting with the rules in force")
         return self
 
     def stop(self) -> None:
@@ -143,8 +148,10 @@ class RemoteRules:
                     self.offer(config.details.reason, config.value)
                 except Exception:  # never let the control plane stop delivery
                     log.exception("remote rules evaluation failed; keeping the rules in force")
+                self.first.set()
                 self.stopped.wait(poll)
         finally:
+            self.first.set()
             with contextlib.suppress(Exception):
                 statsig.shutdown().wait(3)
 
