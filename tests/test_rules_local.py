@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import orjson
 from conftest import Cli, append, event_line, fast_args, seqs, wait_until
 from fake_statsig import FakeStatsig
-from test_metrics_health import P, Http
+from test_metrics_health import Http, P
 
+from forwarder.decode.event import fast_path
 from forwarder.rules import Rule
 from forwarder.rules.match import RuleSet
 
@@ -74,15 +76,11 @@ def mixed_file(path: Path) -> list[bytes]:
 
 def expected(lines: list[bytes], fingerprint: str, rules_toml: str) -> tuple[list[int], dict[str, int]]:
     """What the rules keep, computed in-process from the same stable ids."""
-    import tomllib
-
     rs = RuleSet([("local", Rule(**r)) for r in tomllib.loads(rules_toml)["rules"]])
     keep, offset = [], 0
     for line in lines:
         doc = orjson.loads(line)
         if doc["event_name"]:
-            from forwarder.decode.event import fast_path
-
             event = fast_path(doc)
             assert event is not None
             if not rs.decide(event, f"{fingerprint}:{offset}"):
@@ -150,10 +148,6 @@ def test_replay_keeps_the_same_sampled_events_and_reports_rules(
         assert f"rule local:chatty (sample) {1000 - kept_chatty}".encode() in cli.stderr
     assert runs[0] == runs[1]  # the same file replayed: the same events kept
     assert 60 < len(runs[0]) - 1000 < 140
-
-
-def write_config(path: Path, rules: str) -> None:
-    path.write_text(rules)
 
 
 def test_sighup_changes_local_rules_and_refuses_bad_ones(
