@@ -111,7 +111,7 @@ class Reader:
         id_prefix = key + ":" if key is not None and id_field else None
         ruleset = self.rules.current if self.rules is not None else None  # swapped between chunks only
         plans = ruleset.plans if ruleset is not None else None
-        key_prefix = key + ":" if key is not None else ""
+        key_prefix = key + ":" if key is not None else None
         n_events = 0
         n_skipped = 0
         n_removed = 0
@@ -147,8 +147,7 @@ class Reader:
             n_events += 1
             if plans is not None:
                 plan = plans[event["eventName"]]  # None for names no rule touches
-                # sampled by the stable id (stdin has none: by the line itself)
-                if plan is not None and plan(event, key_prefix + str(start) if key is not None else line):
+                if plan is not None and plan(event, key_prefix, start, line):
                     n_removed += 1
                     continue
             if id_prefix is not None:
