@@ -240,10 +240,10 @@ def summarize(result: RunResult, duration: float) -> dict[str, Any]:
 
 def format_summary(summary: dict[str, Any], result: RunResult) -> str:
     head = "replay interrupted (re-run the same command to resume)" if result.interrupted else "replay done"
+    removed = f", {summary['events_removed']} removed by rules" if summary["removed_by_rule"] else ""
+    rules = "".join(f"\n  rule {r['origin']}:{r['rule']} ({r['action']}"
+                    + (", dry run: would have removed" if r["dry_run"] else "") + f") {r['events']}"
+                    for r in summary["removed_by_rule"])
     return (f"{head}: {summary['events_read']} events read, {summary['events_delivered']} delivered, "
-            f"{summary['events_dead_lettered']} dead-lettered, {summary['events_skipped']} skipped, "
-            f"{summary['events_removed']} removed by rules "
-            f"in {summary['duration_s']:.1f} s ({summary['events_per_s']:.0f} events/s)"
-            + "".join(f"\n  rule {r['origin']}:{r['rule']} ({r['action']}"
-                      + (", dry run: would have removed" if r["dry_run"] else "") + f") {r['events']}"
-                      for r in summary["removed_by_rule"]))
+            f"{summary['events_dead_lettered']} dead-lettered, {summary['events_skipped']} skipped{removed} "
+            f"in {summary['duration_s']:.1f} s ({summary['events_per_s']:.0f} events/s){rules}")
