@@ -110,7 +110,7 @@ class Reader:
         id_field = self.event_id_field
         id_prefix = key + ":" if key is not None and id_field else None
         ruleset = self.rules.current if self.rules is not None else None  # swapped between chunks only
-        plans = ruleset.plans if ruleset is not None else None
+        plans = ruleset.plans if ruleset is not None else {}
         key_prefix = key + ":" if key is not None else None
         n_events = 0
         n_skipped = 0
@@ -145,8 +145,11 @@ class Reader:
                 n_skipped += 1
                 continue
             n_events += 1
-            if plans is not None:
-                plan = plans[event["eventName"]]  # None for names no rule touches
+            if ruleset is not None:
+                try:
+                    plan = plans[event["eventName"]]  # None for names no rule touches
+                except KeyError:
+                    plan = ruleset.plan(event["eventName"])
                 if plan is not None and plan(event, key_prefix, start, line):
                     n_removed += 1
                     continue

@@ -137,29 +137,27 @@ def make_plan(rules: list[CompiledRule]) -> Plan:
     return plan
 
 
-class _Plans(dict[str, Plan | None]):
-    def __init__(self, rules: list[CompiledRule]) -> None:
-        super().__init__()
-        self._rules = rules
-
-    def __missing__(self, name: str) -> Plan | None:
-        matching = [r for r in self._rules if may_touch(r.pattern, name) and not r.noop]
-        plan = make_plan(matching) if matching else None
-        if len(self) < MAX_CACHED_NAMES:
-            self[name] = plan
-        return plan
-
-
 class RuleSet:
     """Compiled (origin, rule) pairs; used by the reader thread only, replaced whole on change."""
 
     def __init__(self, rules: list[tuple[str, Rule]]) -> None:
         self.rules = [CompiledRule(origin, rule) for origin, rule in rules]
-        self.plans = _Plans(self.rules)
+        # name -> plan, None for names no rule touches. A plain dict: the reader subscripts it
+        # per event, and a dict subclass with __missing__ measured 50 ns slower per lookup.
+        self.plans: dict[str, Plan | None] = {}
+
+    def plan(self, name: str) -> Plan | None:
+        """The plan for a name not yet in `plans` (globs are matched once per name)."""
+        matching = [r for r in self.rules if may_touch(r.pattern, name) and not r.noop]
+        plan = make_plan(matching) if matching else None
+        if len(self.plans) < MAX_CACHED_NAMES:
+            self.plans[name] = plan
+        return plan
 
     def decide(self, event: StatsigEvent, ident: str | bytes) -> bool:
         """Remove this event? `ident`: its stable id, or its line (the reader inlines this lookup)."""
-        plan = self.plans[event["eventName"]]
+        name = event["eventName"]
+        plan = self.plans[name] if name in self.plans else self.plan(name)
         if plan is None:
             return False
         if isinstance(ident, bytes):
