@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from hashlib import blake2b
 
+from ..decode.event import ANONYMOUS  # the userID the decoder gives events without one
 from ..model import StatsigEvent
 from ..stats import Stats
 from .model import Rule
@@ -27,7 +28,6 @@ from .model import Rule
 # The relay's exposure events: only a rule whose pattern starts with "statsig::" may touch them.
 EXPOSURE = re.compile(r"statsig::.*_exposure", re.S)
 PROTECTED_PREFIX = "statsig::"
-ANONYMOUS = "anonymous"  # the userID the decoder gives events without one
 MAX_CACHED_NAMES = 10_000  # hostile name cardinality must not grow memory without bound
 _SPACE = 1 << 64
 
@@ -108,8 +108,8 @@ def make_plan(rules: list[CompiledRule]) -> Plan:
     """The rules that apply to one event name, in order, as one function.
 
     A closure over plain tuples, with the field walk inlined: this runs for every event whose
-    name a rule names, and a method call or attribute lookup per rule cost more than the whole
-    5% budget (bench/rules.py).
+    name a rule names, and it measured about 40% cheaper than a Plan class calling a method
+    per rule (bench/rules-worst.toml, rules evaluated alone).
     """
     steps = tuple((r.field, r.path, r.equals, r.equals_bool, r.drop, r) for r in rules)
 
