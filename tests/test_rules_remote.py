@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from conftest import Cli, append, event_line, fast_args, seqs, wait_until
 from fake_statsig import FakeStatsig
+from kit import Cli, append, event_line, fast_args, seqs, wait_until
 from test_metrics_health import Http, P
 
 CONFIG = "forwarder_event_rules"

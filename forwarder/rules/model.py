@@ -27,12 +27,12 @@ class Rule(BaseModel):
 
     event: str = Field(min_length=1, description="Event name, or a glob (* ? [...]).")
     action: Literal["drop", "sample"]
-    rate: float | None = Field(None, gt=0, le=1, description="Share of matching events kept (sample).")
-    field: str | None = Field(None, description="Dotted path in the event, e.g. metadata.source.")
-    equals: Scalar | list[Scalar] | None = Field(None, description="Value(s) `field` must equal.")
-    per_user: bool = Field(False, description="Sample whole users: keep all or none of a user's events.")
-    dry_run: bool = Field(False, description="Count what the rule would remove; remove nothing.")
-    name: str | None = Field(None, min_length=1, description="Label in metrics and logs (default: derived).")
+    rate: float | None = Field(default=None, gt=0, le=1, description="Share of matching events kept (sample).")
+    field: str | None = Field(default=None, description="Dotted path in the event, e.g. metadata.source.")
+    equals: Scalar | list[Scalar] | None = Field(default=None, description="Value(s) `field` must equal.")
+    per_user: bool = Field(default=False, description="Sample whole users: keep all or none of a user's events.")
+    dry_run: bool = Field(default=False, description="Count what the rule would remove; remove nothing.")
+    name: str | None = Field(default=None, min_length=1, description="Label in metrics and logs (default: derived).")
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
