@@ -157,7 +157,7 @@ class RemoteRules:
 
     def offer(self, reason: str, value: Any) -> None:
         """One evaluation: apply the value if it came from Statsig and changed."""
-        if not reason.endswith("Recognized"):  # also ":Unrecognized"
+        if not reason.endswith((":Recognized", ":Unrecognized")):
             return  # nothing downloaded yet (NoValues, Uninitialized): keep what is in force
         if reason.endswith(":Unrecognized"):
             value = {}  # the config does not exist (any more): no remote rules
