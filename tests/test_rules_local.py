@@ -10,8 +10,7 @@ from typing import Any
 
 import orjson
 from fake_statsig import FakeStatsig
-from kit import Cli, append, event_line, fast_args, seqs, wait_until
-from test_metrics_health import Http, P
+from kit import Cli, Http, P, append, event_line, fast_args, seqs, wait_until
 
 from forwarder.decode.event import fast_path
 from forwarder.rules import Rule
