@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 
 import orjson
 from fake_statsig import FakeStatsig
-from kit import Cli, Http, P, append, event_line, fast_args, seqs, wait_until
+from kit import Cli, Http, P, append, cli_env, event_line, fast_args, seqs, wait_until
 
 from forwarder.decode.event import fast_path
 from forwarder.rules import Rule
@@ -191,6 +193,9 @@ def test_sighup_changes_local_rules_and_refuses_bad_ones(
 
     removed = http.value(P + "events_removed_total", source="file", origin="local", rule="no-a", action="drop")
     assert removed == 20
+    shown = subprocess.run([sys.executable, "-m", "forwarder", "status", "--state-dir", str(tmp_path / "state"),
+                            "--interval", "0.1"], capture_output=True, text=True, timeout=30, env=cli_env())
+    assert "removed by event rules: 20 " in shown.stdout, shown.stdout + shown.stderr
     config.write_text("")
     cli.signal(signal.SIGHUP)
     assert wait_until(lambda: len([r for r in cli.logs() if r.get("msg") == "local event rules changed"]) == 2)
