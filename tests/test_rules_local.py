@@ -82,7 +82,7 @@ def expected(lines: list[bytes], fingerprint: str, rules_toml: str) -> tuple[lis
     for line in lines:
         doc = orjson.loads(line)
         if doc["event_name"]:
-            event = fast_path(doc)
+            event = fast_path(doc, len(line))
             assert event is not None
             if not rs.decide(event, f"{fingerprint}:{offset}"):
                 keep.append(doc["metadata"]["seq"])
