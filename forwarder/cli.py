@@ -26,7 +26,7 @@ from .settings import Settings, flag_commands, load_settings
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
 
-_SKIP_FLAGS = {"paths", "statsig_server_secret_key", "receiver.token"}
+_SKIP_FLAGS = {"paths", "statsig_server_secret_key", "receiver.token", "rules", "remote_rules_user_custom"}
 # Nested options get --<section>-<key>; these also have the short public name.
 _SHORT_FLAGS = {"receiver.listen": "--listen", "receiver.durability": "--durability",
                 "receiver.max_body_bytes": "--max-body-bytes",

@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
+from .rules.model import Rules
 
 ENV_PREFIX = "FORWARDER_"
 DEFAULT_API = "https://events.statsigapi.net/v1"
@@ -179,6 +180,18 @@ class Settings(BaseSettings):
     ready_max_lag_seconds: float | None = Field(
         None, gt=0, description="/readyz fails while the oldest undelivered event is older than this "
         "many seconds (unset: no bound).")
+    rules: Rules = Field(default_factory=list, description="Event rules ([[rules]] tables; TOML or env "
+                         "FORWARDER_RULES as JSON only): drop or sample events by name and field.")
+    remote_rules: str | None = Field(None, description="Name of a Statsig dynamic config whose value "
+                                     "{\"rules\": [...]} adds fleet-wide event rules (unset: none).")
+    remote_rules_sync_interval: float = Field(10.0, ge=1.0, description="Seconds between downloads of "
+                                              "Statsig's config specs (the SDK's minimum is 1).")
+    remote_rules_user_id: str | None = Field(None, description="userID this forwarder evaluates "
+                                             "remote_rules as (default: $POD_NAME, else the host name).")
+    remote_rules_user_custom: dict[str, str] = Field(
+        default_factory=dict, description="Custom fields of that user for Statsig targeting, e.g. "
+        "{service = \"checkout\"}; added to host, version, and namespace/node/pod from $POD_NAMESPACE, "
+        "$NODE_NAME, $POD_NAME.")
     receiver: ReceiverSettings = Field(default_factory=lambda: ReceiverSettings(),
                                        description="The HTTP receiver.", json_schema_extra=also("receive"))
 
@@ -269,10 +282,14 @@ def describe_config_error(e: ValidationError, config_file: Path | None) -> str:
         if err["type"] == "extra_forbidden":
             where = f" in {config_file}" if config_file else ""
             problems.append(f"unknown option {key!r}{where}")
+        elif err["type"] in ("value_error", "missing"):  # a validator's sentence names what it got
+            problems.append(f"{key}: {err['msg'].removeprefix('Value error, ')}")
         else:
             problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})"
                             if "secret" not in key and "token" not in key else f"{key}: {err['msg']}")
-    return "invalid configuration: " + "; ".join(problems)
+    if len(problems) == 1:
+        return "invalid configuration: " + problems[0]
+    return "invalid configuration:\n  " + "\n  ".join(problems)  # one line per mistake
 
 
 def _check_env_names() -> None:

@@ -72,6 +72,10 @@ class FakeStatsig:
     events: list[dict[str, Any]] = field(default_factory=list)
     event_count: int = 0
     other_requests: list[tuple[str, str]] = field(default_factory=list)
+    # Dynamic configs served in the config specs (set_dynamic_config); empty: SPECS as is.
+    dynamic_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    condition_map: dict[str, dict[str, Any]] = field(default_factory=dict)
+    specs_time: int = 1
     _faults: deque[Fault] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changed: threading.Condition = field(init=False)
@@ -152,6 +156,37 @@ class FakeStatsig:
                     return fault
                 self._faults.popleft()
             return None
+
+    # -- config specs (statsig-python-core evaluates them; ../shared/statsig-wire.md) --------
+    def set_dynamic_config(self, name: str, default: Any,
+                           targets: list[tuple[str, list[str], Any]] | None = None) -> None:
+        """Serve dynamic config `name`: `default` for every user, except users whose field
+        (userID, or a `custom` key) is in the list get that target's value (first target wins).
+        Each call publishes a newer `time`, which the SDK picks up at its next sync."""
+        rules = []
+        with self._lock:
+            for i, (user_field, values, value) in enumerate(targets or []):
+                cond = f"{name}-cond-{i}"
+                self.condition_map[cond] = {"type": "user_field", "field": user_field, "operator": "any",
+                                            "targetValue": list(values), "idType": "userID"}
+                rules.append({"name": f"{name}-rule-{i}", "id": f"{name}-rule-{i}", "passPercentage": 100,
+                              "conditions": [cond], "idType": "userID", "returnValue": value})
+            self.dynamic_configs[name] = {"type": "dynamic_config", "entity": "dynamic_config", "salt": name,
+                                          "enabled": True, "idType": "userID", "defaultValue": default,
+                                          "rules": rules}
+            self.specs_time += 1
+
+    def remove_dynamic_config(self, name: str) -> None:
+        with self._lock:
+            self.dynamic_configs.pop(name, None)
+            self.specs_time += 1
+
+    def specs_payload(self) -> dict[str, Any]:
+        with self._lock:
+            if not self.dynamic_configs and self.specs_time == 1:
+                return SPECS
+            return {**SPECS, "time": self.specs_time, "dynamic_configs": dict(self.dynamic_configs),
+                    "condition_map": dict(self.condition_map)}
 
     # -- what arrived --------------------------------------------------------------------
     def _record(self, request: Request) -> None:
@@ -240,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
         with owner._lock:
             owner.other_requests.append(("GET", self.path))
         if "download_config_specs" in self.path:
-            self._reply(200, orjson.dumps(SPECS))
+            self._reply(200, orjson.dumps(owner.specs_payload()))
         elif self.path == "/_fake/stats":  # for benchmarks running the fake in another process
             self._reply(200, orjson.dumps({"events": owner.event_count, "requests": len(owner.requests)}))
         else:

@@ -192,6 +192,8 @@ def summarize(result: RunResult, duration: float) -> dict[str, Any]:
         "events_delivered": s["events_delivered"],
         "events_dead_lettered": s["events_dead_lettered"],
         "events_skipped": s["events_skipped"],
+        "events_removed": s["events_removed"],
+        "removed_by_rule": result.removed_by_rule,
         "duration_s": round(duration, 3),
         "events_per_s": round(read / duration, 1) if duration > 0 else 0.0,
         "complete": not result.interrupted and result.clean,
@@ -200,6 +202,10 @@ def summarize(result: RunResult, duration: float) -> dict[str, Any]:
 
 def format_summary(summary: dict[str, Any], result: RunResult) -> str:
     head = "replay interrupted (re-run the same command to resume)" if result.interrupted else "replay done"
+    removed = f", {summary['events_removed']} removed by rules" if summary["removed_by_rule"] else ""
+    rules = "".join(f"\n  rule {r['origin']}:{r['rule']} ({r['action']}"
+                    + (", dry run: would have removed" if r["dry_run"] else "") + f") {r['events']}"
+                    for r in summary["removed_by_rule"])
     return (f"{head}: {summary['events_read']} events read, {summary['events_delivered']} delivered, "
-            f"{summary['events_dead_lettered']} dead-lettered, {summary['events_skipped']} skipped "
-            f"in {summary['duration_s']:.1f} s ({summary['events_per_s']:.0f} events/s)")
+            f"{summary['events_dead_lettered']} dead-lettered, {summary['events_skipped']} skipped{removed} "
+            f"in {summary['duration_s']:.1f} s ({summary['events_per_s']:.0f} events/s){rules}")

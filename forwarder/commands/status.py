@@ -141,7 +141,8 @@ def from_scrapes(runtime: Runtime | None, state_dir: Path, address: str, cur: Sc
                           "message": labels["message"]}
     events: dict[str, float | None] = {}
     for key, metric in (("read", "events_read_total"), ("delivered", "events_delivered_total"),
-                        ("retried", "events_retried_total"), ("lines", "lines_read_total")):
+                        ("retried", "events_retried_total"), ("lines", "lines_read_total"),
+                        ("removed", "events_removed_total")):
         events[key] = int(_sum(s, PREFIX + metric))
         events[key + "_per_s"] = rate(PREFIX + metric)
     dead = {reason: int(_sum(s, PREFIX + "events_dead_lettered_total", reason=reason))
@@ -321,6 +322,9 @@ def headline(st: Status) -> list[str]:
         d = st.dead_letter
         lines.append(f"dead-lettered: {human_count(d.get('total'))} ({human_count(d.get('invalid'))} invalid, "
                      f"{human_count(d.get('rejected_by_statsig'))} rejected by Statsig)")
+        if e.get("removed"):  # event rules (README "Controlling events"); per rule in /metrics
+            lines.append(f"removed by event rules: {human_count(e.get('removed'))} "
+                         f"({_per_s(e.get('removed_per_s'))})")
     else:
         lines.append(f"Statsig: {STATSIG_STATES.get(st.statsig, st.statsig)};  dead-lettered: "
                      f"{human_count(st.dead_letter.get('total'))} lines in the dead-letter file")
