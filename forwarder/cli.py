@@ -19,7 +19,7 @@ from .settings import Settings, load_settings
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
 
-_SKIP_FLAGS = {"paths", "statsig_server_secret_key", "receiver.token"}
+_SKIP_FLAGS = {"paths", "statsig_server_secret_key", "receiver.token", "relay.keys"}
 # Nested options get --<section>-<key>; these also have the short public name.
 _SHORT_FLAGS = {"receiver.listen": "--listen", "receiver.durability": "--durability",
                 "receiver.max_body_bytes": "--max-body-bytes",
@@ -115,8 +115,7 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
     from .app import Forwarder
 
     settings = build_settings(config, paths, options)
-    setup_logging(settings.log_level, settings.log_format, [settings.secret_key or "",
-                                                            settings.receiver.secret_token or ""])
+    setup_logging(settings.log_level, settings.log_format, settings.secrets)
     if not settings.paths:
         raise click.UsageError("no input: give file paths or globs (or '-' for stdin), or set paths in the config")
     if "-" in settings.paths and len(settings.paths) > 1:
@@ -146,8 +145,7 @@ def receive(config: Path | None, paths: tuple[str, ...], **options: Any) -> None
     from .receiver import receive as serve
 
     settings = build_settings(config, paths, options)
-    setup_logging(settings.log_level, settings.log_format, [settings.secret_key or "",
-                                                            settings.receiver.secret_token or ""])
+    setup_logging(settings.log_level, settings.log_format, settings.secrets)
     try:
         serve(settings)
     except (ServeError, ConfigError) as e:
