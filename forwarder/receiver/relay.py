@@ -11,7 +11,8 @@ Answers speak the SDKs' language (../shared/statsig-wire.md): 202 `{"success": t
 after the append (and fsync); what an SDK should retry (log not writable, shutting down) is
 a 503 with Retry-After, never 413 or 429, which core SDKs treat as "drop". An invalid event
 costs only itself: it is dead-lettered with its reason, the others are appended, and the
-answer's `deadLettered` and `errors` say so. Checks run cheapest first: shutting down (503),
+answer's `deadLettered` and `errors` say so. An accepted key found inside an event (SDK
+diagnostics name their specs URL, which holds the key) is masked before the append. Checks run cheapest first: shutting down (503),
 bearer token when configured and the STATSIG-API-KEY (or `k`) among the accepted keys,
 compared in constant time (401), size (413), body within read_timeout (408), encoding
 (415/400), body shape (400), event count (413), then per event.
@@ -44,6 +45,7 @@ from .wire import (
     ApiError,
     bearer,
     check_bearer,
+    content_encoding,
     decompress,
     error_response,
     json_response,
@@ -61,7 +63,7 @@ REQUESTS = Counter("statsig_forwarder_relay_requests", "Relay requests answered,
 EVENTS = Counter("statsig_forwarder_relay_events", "Events of relay requests, by SDK type and outcome "
                  "(appended, dead_lettered, dropped).", ["sdk_type", "outcome"])
 BYTES = Counter("statsig_forwarder_relay_bytes", "Relay request body bytes as received (compressed), by SDK "
-                "type and outcome.", ["sdk_type", "outcome"])
+                "type, content encoding and outcome.", ["sdk_type", "encoding", "outcome"])
 
 _OUTCOMES = {401: "unauthorized", 408: "invalid", 400: "invalid", 415: "invalid", 413: "too_large",
              503: "unavailable"}
@@ -132,6 +134,7 @@ class Relay:
         self.options = options
         self.status = relay_status(options, server_key)
         self._keys = [k.encode() for k in options.accepted_keys(server_key)]
+        self._masks = [(k, mask(k.decode()).encode()) for k in self._keys]
         self._token = bearer(token)
         self.read_timeout = read_timeout
         self.max_line_bytes = max_line_bytes
@@ -143,6 +146,7 @@ class Relay:
     async def __call__(self, request: Request) -> Response:
         sdk = "unknown"
         size = 0
+        encoding = "identity"
         try:
             if self.stopping:
                 raise ApiError(503, "shutting down; retry", headers={"Retry-After": "1"})
@@ -150,11 +154,8 @@ class Relay:
             self._check_key(request)
             query = request.query_params
             sdk = self.sdk_type(request.headers.get("statsig-sdk-type") or query.get("st"))
-            encoding = request.headers.get("content-encoding", "").strip().lower()
-            if not encoding:
-                encoding = "gzip" if query.get("gz") == "1" else "identity"
-            if encoding not in ("identity", "gzip", "zstd"):
-                raise ApiError(415, f"unsupported Content-Encoding {encoding!r}: use gzip, zstd or none")
+            # The JS client marks gzip only with gz=1 (no Content-Encoding).
+            encoding = content_encoding(request, "gzip" if query.get("gz") == "1" else "identity")
             limit = self.options.max_body_bytes
             raw = await read_body(request, limit, self.read_timeout, "relay.max_body_bytes")
             size = len(raw)
@@ -163,10 +164,10 @@ class Relay:
         except ApiError as e:
             outcome = _OUTCOMES.get(e.status, "invalid")
             REQUESTS.labels(sdk, outcome).inc()
-            BYTES.labels(sdk, outcome).inc(size)
+            BYTES.labels(sdk, encoding, outcome).inc(size)
             return error_response(e)
         REQUESTS.labels(sdk, "accepted").inc()
-        BYTES.labels(sdk, "accepted").inc(size)
+        BYTES.labels(sdk, encoding, "accepted").inc(size)
         return json_response(202, answer)
 
     def _check_key(self, request: Request) -> None:
@@ -200,6 +201,7 @@ class Relay:
         errors: list[dict[str, Any]] = []
         dropped = 0
         max_line = self.max_line_bytes
+        keys = self._masks
         source = f"relay {path} ({sdk})"
         for i, obj in enumerate(events):
             try:
@@ -210,6 +212,9 @@ class Relay:
                     dropped += 1
                     continue
                 line = orjson.dumps(ev)
+                for key, masked in keys:
+                    if key in line:  # SDK diagnostics name their specs URL, which holds the key
+                        line = line.replace(key, masked)
                 if len(line) > max_line:
                     raise InvalidEvent(f"event is {len(line)} bytes as a line, over max_line_bytes ({max_line})")
             except (InvalidEvent, orjson.JSONEncodeError) as e:
