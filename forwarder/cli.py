@@ -156,13 +156,15 @@ def receive(config: Path | None, paths: tuple[str, ...], **options: Any) -> None
 @main.command()
 @settings_options
 def check(config: Path | None, **options: Any) -> None:
-    """Check with statsig-python-core that the key and the Statsig endpoints answer."""
+    """Check with statsig-python-core that the key and the Statsig endpoints answer; show the SDK relay."""
     from .commands.check import check_statsig
+    from .receiver.relay import relay_status
 
     settings = build_settings(config, (), options)
-    setup_logging(settings.log_level, settings.log_format, [settings.secret_key or ""])
+    setup_logging(settings.log_level, settings.log_format, settings.secrets)
     result = check_statsig(settings)
-    click.echo(Scrubber([settings.secret_key or ""])(result.describe()), err=not result.ok)
+    text = f"{result.describe()}\n{relay_status(settings.relay, settings.secret_key).describe()}"
+    click.echo(Scrubber(settings.secrets)(text), err=not result.ok)
     sys.exit(0 if result.ok else 1)
 
 

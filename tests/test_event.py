@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forwarder.decode.codec import LineError, decode_line
-from forwarder.decode.event import InvalidEvent, _slow, fast_path, to_statsig
+from forwarder.decode.event import InvalidEvent, _slow, _slow_sdk, fast_path, is_sdk_shaped, to_statsig
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(), c, max_size=3),
@@ -43,6 +43,50 @@ def testfast_path_path_accepts_only_what_the_model_accepts_identically(obj: dict
     if fast is None:
         return
     assert fast == _outcome(lambda o: _slow(o, "metadata"), obj)
+
+
+sdk_keys = st.sampled_from(["eventName", "user", "value", "metadata", "time", "secondaryExposures",
+                            "statsigMetadata", "extra", "event_name"])
+exposure_lists = st.lists(st.dictionaries(st.sampled_from(["gate", "gateValue", "ruleID"]), st.text(max_size=3),
+                                          max_size=3) | json_scalars, max_size=3)
+sdk_events = st.dictionaries(
+    sdk_keys,
+    st.none() | st.text(max_size=130) | st.integers(-5, 2**45) | st.floats(allow_nan=False) | users | json_values
+    | exposure_lists,
+    max_size=7,
+).map(lambda d: {**d, "eventName": "e"} if len(d) % 2 else d)
+
+
+@settings(max_examples=500, deadline=None)
+@given(sdk_events)
+def test_fast_path_of_statsig_shaped_lines_agrees_with_their_model(obj: dict[str, Any]) -> None:
+    fast = _outcome(fast_path, obj)
+    if fast is None:
+        return
+    slow = _slow_sdk if is_sdk_shaped(obj) else _slow
+    assert fast == _outcome(lambda o: slow(o, "metadata"), obj)
+
+
+def test_statsig_shaped_lines_pass_as_they_came() -> None:
+    exposure = {"eventName": "statsig::gate_exposure", "value": None, "statsigMetadata": None, "time": 1795615408601,
+                "user": {"userID": "u1", "customIDs": {"stableID": "s"}, "analyticsOnlyMetadata": {"a": 1}},
+                "metadata": {"gate": "g", "gateValue": "true", "ruleID": "r"},
+                "secondaryExposures": [{"gate": "c", "gateValue": "true", "ruleID": "rc"}]}
+    assert to_statsig(exposure) == {k: v for k, v in exposure.items() if v is not None}
+    assert to_statsig({"eventName": "a", "user": {"userID": "u", "privateAttributes": {"x": 1}, "email": None},
+                       "time": "2024-01-01T00:00:00Z"}) == {"eventName": "a", "user": {"userID": "u"},
+                                                            "time": 1704067200000}
+    assert to_statsig({"eventName": "a", "time": 1, "k": 1})["metadata"] == {"k": 1}
+    with pytest.raises(InvalidEvent, match=r"unknown field\(s\): k"):
+        to_statsig({"eventName": "a", "k": 1}, "reject")
+    with pytest.raises(InvalidEvent, match=r"secondaryExposures\.0"):
+        to_statsig({"eventName": "a", "secondaryExposures": ["g"]})
+    with pytest.raises(InvalidEvent, match="eventName"):
+        to_statsig({"eventName": ""})
+    # Both names: the project's own form, where eventName is just an unknown field.
+    both = to_statsig({"event_name": "mine", "eventName": "theirs", "time": 1})
+    assert both["eventName"] == "mine" and both["metadata"] == {"eventName": "theirs"}
+    assert decode_line(b'{"eventName": "a", "user": {}, "time": 5}') == {"eventName": "a", "user": {}, "time": 5}
 
 
 def test_mapping_of_a_full_event() -> None:

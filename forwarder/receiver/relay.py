@@ -11,11 +11,12 @@ Answers speak the SDKs' language (../shared/statsig-wire.md): 202 `{"success": t
 after the append (and fsync); what an SDK should retry (log not writable, shutting down) is
 a 503 with Retry-After, never 413 or 429, which core SDKs treat as "drop". An invalid event
 costs only itself: it is dead-lettered with its reason, the others are appended, and the
-answer's `deadLettered` and `errors` say so. An accepted key found inside an event (SDK
-diagnostics name their specs URL, which holds the key) is masked before the append. Checks run cheapest first: shutting down (503),
-bearer token when configured and the STATSIG-API-KEY (or `k`) among the accepted keys,
-compared in constant time (401), size (413), body within read_timeout (408), encoding
-(415/400), body shape (400), event count (413), then per event.
+answer's `deadLettered` and `errors` say so. Checks run cheapest first: shutting down
+(503), bearer token when configured and the STATSIG-API-KEY (or `k`) among the accepted
+keys, compared in constant time (401), size (413), body within read_timeout (408),
+encoding (415/400), body shape (400), event count (413), then per event. An accepted key
+found inside an event (SDK diagnostics name their specs URL, which holds the key) is masked
+before the append.
 
 Internal SDK events (names starting `statsig::` other than the exposures, such as
 `statsig::diagnostics`) are forwarded like any event unless relay.internal_events = "drop".
