@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 import zstandard
 from conftest import SECRET, Cli, fast_args
 from fake_statsig import FakeStatsig
@@ -230,3 +231,26 @@ def test_readyz_metrics_and_check_show_the_relay(spawn: Callable[..., Cli], fake
     assert "accepted keys: secret-t..., client-r..." in out and SECRET not in out and CLIENT_KEY not in out
     check = spawn("check", "--statsig-api", fake.url, "--no-relay-enabled")
     assert check.wait(60) == 0 and "relay: disabled" in bytes(check.stdout).decode()
+
+
+def test_k8s_manifests_expose_the_relay_and_tail_what_it_appends(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fnmatch import fnmatch
+
+    from test_deploy import check_forwarder_container, env_of, load, mounts
+
+    sidecar = load("sidecar.yaml")["spec"]["template"]["spec"]
+    fwd = next(c for c in sidecar["initContainers"] if c["name"] == "statsig-forwarder")
+    settings = check_forwarder_container(fwd, monkeypatch)
+    assert settings.relay.enabled and settings.receiver.listen == "127.0.0.1:9465", "pod-local only"
+    assert any(fnmatch(str(settings.receiver_log_path), p) for p in settings.paths), "the relay's log is tailed"
+    assert env_of(sidecar["containers"][0])["STATSIG_LOG_EVENT_URL"] == "http://127.0.0.1:9465/v1/log_event"
+
+    node = load("daemonset.yaml")["spec"]["template"]["spec"]
+    (fwd,) = node["containers"]
+    settings = check_forwarder_container(fwd, monkeypatch)
+    assert settings.relay.enabled and settings.receiver.listen == "0.0.0.0:9465"
+    assert {"name": "relay", "containerPort": 9465, "hostPort": 9465} in fwd["ports"]
+    log = str(settings.receiver_log_path)
+    assert any(fnmatch(log, p) for p in settings.paths), "the relay's log is tailed"
+    writable = [path for path in mounts(fwd).values() if log.startswith(path + "/")]
+    assert max(writable, key=len) == "/var/log/statsig-events/_relay", "appended on a writable mount"
