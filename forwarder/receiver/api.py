@@ -146,7 +146,7 @@ def create_app(ready: Ready, intake: Intake | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         return json_response(exc.status_code, {"success": False, "message": str(exc.detail)},
-                     dict(exc.headers) if exc.headers else None)
+                             dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
@@ -233,7 +233,7 @@ class _Handler:
         RECEIVER_EVENTS.inc(len(objs))
         n = len(objs)
         return json_response(200, {"success": True, "message": f"{n} event{'s' if n != 1 else ''} accepted",
-                           "accepted": n})
+                                   "accepted": n})
 
     async def _body(self, request: Request) -> bytes:
         encoding = content_encoding(request)

@@ -50,6 +50,7 @@ from .wire import (
     decompress,
     error_response,
     json_response,
+    loads,
     read_body,
 )
 
@@ -75,17 +76,12 @@ def is_internal(name: str) -> bool:
     return name.startswith("statsig::") and name not in EXPOSURES
 
 
-def mask(key: str) -> str:
-    """A key as `check` shows it: the logs' redacted form."""
-    return redact(key)
-
-
 @dataclass
 class RelayStatus:
     """What /readyz and `check` say about the relay."""
 
     enabled: bool
-    keys: list[str]  # masked
+    keys: list[str]  # redacted as in the logs
 
     def as_dict(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "paths": list(PATHS) if self.enabled else [],
@@ -101,7 +97,7 @@ class RelayStatus:
 
 
 def relay_status(options: RelaySettings, server_key: str | None) -> RelayStatus:
-    return RelayStatus(options.enabled, [mask(k) for k in options.accepted_keys(server_key)])
+    return RelayStatus(options.enabled, [redact(k) for k in options.accepted_keys(server_key)])
 
 
 class _SdkTypes:
@@ -135,7 +131,7 @@ class Relay:
         self.options = options
         self.status = relay_status(options, server_key)
         self._keys = [k.encode() for k in options.accepted_keys(server_key)]
-        self._masks = [(k, mask(k.decode()).encode()) for k in self._keys]
+        self._masks = [(k, redact(k.decode()).encode()) for k in self._keys]
         self._token = bearer(token)
         self.read_timeout = read_timeout
         self.max_line_bytes = max_line_bytes
@@ -181,10 +177,7 @@ class Relay:
                            "secret key and relay.keys")
 
     def _events(self, body: bytes) -> list[Any]:
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as e:
-            raise ApiError(400, f"invalid JSON: {e}") from None
+        doc = loads(body)
         if type(doc) is not dict:
             raise ApiError(400, f'expected {{"events": [...], "statsigMetadata": {{...}}}}, got {json_type(doc)}')
         events = doc.get("events")

@@ -6,7 +6,7 @@
 
 Checks every gate and config for every user (the SDK logs one exposure each), logs every
 event for every user, then (stream) `count` more events with metadata {"seq": i} at
-`per_second`, and shuts down (the SDK's own shutdown flush). Prints {"logged": n} as JSON.
+`per_second` (0: no pause), and shuts down (the SDK's own shutdown flush). Prints {"logged": n} as JSON.
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ def main() -> None:
     stream = spec.get("stream")
     if stream:
         user = StatsigUser("streamer")
-        pause = 1.0 / stream["per_second"]
+        pause = 1.0 / stream["per_second"] if stream["per_second"] else 0.0  # 0: as fast as it goes
         for i in range(stream["count"]):
             statsig.log_event(user, "stream_event", None, {"seq": str(i)})
             logged += 1
-            time.sleep(pause)
+            if pause:
+                time.sleep(pause)
     statsig.shutdown().wait()
     print(json.dumps({"logged": logged}), flush=True)
 
