@@ -85,8 +85,8 @@ def run_case(batch: int, encoding: str, clients: int, seconds: float) -> dict[st
             "body KB": len(reqs[0]) / 1024}
 
 
-def sdk_flood(calls: int, through_sidecar: bool) -> tuple[int, float]:
-    """(events arrived at the fake, seconds) for `calls` log_event calls of statsig-python-core."""
+def sdk_flood(calls: int, through_sidecar: bool) -> tuple[int, int | None, float]:
+    """(events arrived at the fake, lines the relay appended, seconds) for `calls` log_event calls."""
     fake = RemoteFake()
     sidecar = None
     try:
@@ -110,13 +110,16 @@ def sdk_flood(calls: int, through_sidecar: bool) -> tuple[int, float]:
             started = time.perf_counter()
             subprocess.run([sys.executable, str(ROOT / "tests" / "sdk" / "python_core.py"), json.dumps(spec)],
                            check=True, stdout=subprocess.DEVNULL)
+            sdk_done = time.perf_counter() - started
+            log = Path(tmp) / "events.ndjson"
+            appended = log.read_bytes().count(b"\n") if through_sidecar else None
             last, still = -1, 0
-            while still < 6:  # until nothing more arrives for 3 s
+            while still < 6 or (appended is not None and last < appended and still < 60):  # settled
                 time.sleep(0.5)
                 count = fake.event_count
                 still = still + 1 if count == last else 0
                 last = count
-            return last, time.perf_counter() - started
+            return last, appended, sdk_done
     finally:
         if sidecar is not None:
             sidecar.terminate()
@@ -144,9 +147,11 @@ def main() -> None:
         print(f"\nstatsig-python-core, {args.sdk_calls:,} log_event calls without pause "
               "(events arrived include the SDK's own diagnostics events):")
         for through in (False, True):
-            arrived, secs = sdk_flood(args.sdk_calls, through)
+            arrived, appended, secs = sdk_flood(args.sdk_calls, through)
             way = "through the sidecar" if through else "directly to the fake"
-            print(f"  {way:<22} {arrived:>10,} arrived ({arrived / args.sdk_calls:.1%}) in {secs:.0f} s", flush=True)
+            via = f", {appended:,} appended by the relay" if appended is not None else ""
+            print(f"  {way:<22} {arrived:>10,} arrived ({arrived / args.sdk_calls:.1%}){via}; the SDK took "
+                  f"{secs:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
