@@ -29,7 +29,7 @@ from fake_statsig import SDK_SPECS, FakeStatsig
 SDK_DIR = Path(__file__).parent / "sdk"
 CLIENT_KEY = "client-relay-test-key-42"
 USERS = ["u1", "u2", "u3"]
-EVENTS = [
+EVENTS: list[dict[str, Any]] = [
     {"name": "purchase", "value": 9.5, "metadata": {"sku": "X-1", "qty": "2"}},
     {"name": "signup", "value": "pro", "metadata": {"source": "web"}},
     {"name": "page_view", "value": None, "metadata": None},
