@@ -6,6 +6,7 @@ client's query string); tests/test_relay_sdks.py runs the real SDKs themselves.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 from collections.abc import Callable
@@ -254,3 +255,28 @@ def test_k8s_manifests_expose_the_relay_and_tail_what_it_appends(monkeypatch: py
     assert any(fnmatch(log, p) for p in settings.paths), "the relay's log is tailed"
     writable = [path for path in mounts(fwd).values() if log.startswith(path + "/")]
     assert max(writable, key=len) == "/var/log/statsig-events/_relay", "appended on a writable mount"
+
+
+def test_shutting_down_or_dead_letter_unwritable_is_a_503_with_retry_after(tmp_path: Path) -> None:
+    from forwarder.receiver import Appender, Intake, create_app, default_ready
+    from forwarder.receiver.relay import Relay
+    from forwarder.settings import ReceiverSettings, RelaySettings
+    from forwarder.state.deadletter import DeadLetter
+
+    appender = Appender(tmp_path / "events.ndjson")
+    (tmp_path / "dead").mkdir()  # the dead-letter file cannot be opened
+    relay = Relay(appender, DeadLetter(tmp_path / "dead"), RelaySettings(), SECRET, None, 5.0, 1 << 20, "metadata")
+    app = create_app(default_ready(appender), Intake(appender, ReceiverSettings(), relay=relay))
+    data, headers = body([custom(1), {"eventName": ""}])
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://relay") as c:
+            r = await c.post(LOG_EVENT, content=data, headers=headers)
+            assert r.status_code == 503 and r.headers["retry-after"] == "1" and "dead-letter" in r.json()["message"]
+            assert (await c.post(LOG_EVENT, content=body([custom(1)])[0], headers=headers)).status_code == 202
+            relay.stopping = True
+            r = await c.post(LOG_EVENT, content=body([custom(2)])[0], headers=headers)
+            assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+
+    asyncio.run(scenario())
+    assert [e["metadata"]["seq"] for e in lines(tmp_path)] == ["1"], "nothing of the refused requests"
