@@ -280,3 +280,15 @@ def test_shutting_down_or_dead_letter_unwritable_is_a_503_with_retry_after(tmp_p
 
     asyncio.run(scenario())
     assert [e["metadata"]["seq"] for e in lines(tmp_path)] == ["1"], "nothing of the refused requests"
+
+
+def test_validate_and_run_accept_statsig_shaped_lines(spawn: Callable[..., Cli], fake: FakeStatsig,
+                                                       tmp_path: Path) -> None:
+    log = tmp_path / "events.ndjson"
+    log.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in (exposure(1), custom(2), {"eventName": ""})))
+    check = spawn("validate", str(log))
+    assert check.wait(30) == 1 and "3 lines, 2 valid, 1 bad" in bytes(check.stderr).decode()
+    cli = spawn("run", "--once", str(log), *fast_args(fake, tmp_path / "state"))
+    assert cli.wait(60) == 0 and fake.wait_for(2)
+    assert [e["eventName"] for e in fake.events] == ["statsig::gate_exposure", "purchase"]
+    assert fake.events[0]["secondaryExposures"] == exposure(1)["secondaryExposures"]
