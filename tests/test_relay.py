@@ -161,8 +161,8 @@ def test_size_limits_fit_the_largest_sdk_batch(spawn: Callable[..., Cli], tmp_pa
 
 def test_an_invalid_event_costs_only_itself(spawn: Callable[..., Cli], tmp_path: Path) -> None:
     cli, url = start(spawn, tmp_path)
-    events = [custom(1), {"eventName": ""}, 5, custom(2, value={"not": "scalar"}), {"eventName": "x" * 200},
-              exposure(3)]
+    events = [custom(1), {"eventName": "", "metadata": {"url": f"/download_config_specs/{SECRET}.json"}}, 5,
+              custom(2, value={"not": "scalar"}), {"eventName": "x" * 200}, exposure(3)]
     data, headers = body(events, "gzip")
     r = httpx.post(url + LOG_EVENT, content=data, headers=headers)
     assert r.status_code == 202, r.text
@@ -177,6 +177,7 @@ def test_an_invalid_event_costs_only_itself(spawn: Callable[..., Cli], tmp_path:
     assert all(d["source"] == "relay /v1/log_event (statsig-server-core-python)" for d in dead)
     assert orjson.loads(dead[2]["line"]) == custom(2, value={"not": "scalar"})
     assert all(d["reason"].startswith("invalid event: ") for d in dead)
+    assert "secret-t..." in dead[0]["line"] and SECRET not in dead[0]["line"], "keys never stored"
 
 
 def test_events_keep_their_shape_and_internal_events_follow_the_setting(

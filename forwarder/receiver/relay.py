@@ -195,7 +195,6 @@ class Relay:
         errors: list[dict[str, Any]] = []
         dropped = 0
         max_line = self.max_line_bytes
-        keys = self._masks
         source = f"relay {path} ({sdk})"
         for i, obj in enumerate(events):
             try:
@@ -205,18 +204,15 @@ class Relay:
                 if self.drop_internal and is_internal(ev["eventName"]):
                     dropped += 1
                     continue
-                line = orjson.dumps(ev)
-                for key, masked in keys:
-                    if key in line:  # SDK diagnostics name their specs URL, which holds the key
-                        line = line.replace(key, masked)
+                line = self._mask(orjson.dumps(ev))
                 if len(line) > max_line:
                     raise InvalidEvent(f"event is {len(line)} bytes as a line, over max_line_bytes ({max_line})")
             except (InvalidEvent, orjson.JSONEncodeError) as e:
                 reason = f"invalid event: {e}"
                 try:
-                    raw = orjson.dumps(obj)
+                    raw = self._mask(orjson.dumps(obj))
                 except orjson.JSONEncodeError:  # nested deeper than orjson writes
-                    raw = repr(obj).encode()
+                    raw = self._mask(repr(obj).encode())
                 dead.append(Rejection(None, source, i, i, reason, raw[:MAX_DEAD_RAW], len(raw)))
                 errors.append({"index": i, "message": reason})
                 continue
@@ -241,6 +237,13 @@ class Relay:
         if errors:
             answer["errors"] = errors[:100]
         return answer
+
+    def _mask(self, line: bytes) -> bytes:
+        """The line with every accepted key redacted (SDK diagnostics name their specs URL, which holds the key)."""
+        for key, masked in self._masks:
+            if key in line:
+                line = line.replace(key, masked)
+        return line
 
     async def _dead_letter(self, dead: list[Rejection]) -> None:
         def write() -> None:
