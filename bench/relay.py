@@ -85,7 +85,8 @@ def run_case(batch: int, encoding: str, clients: int, seconds: float) -> dict[st
             "body KB": len(reqs[0]) / 1024}
 
 
-def sdk_flood(calls: int, through_sidecar: bool) -> tuple[int, int | None, float]:
+def sdk_flood(calls: int, through_sidecar: bool, options: dict[str, object],
+              linger: float) -> tuple[int, int | None, float]:
     """(events arrived at the fake, lines the relay appended, seconds) for `calls` log_event calls."""
     fake = RemoteFake()
     sidecar = None
@@ -106,7 +107,8 @@ def sdk_flood(calls: int, through_sidecar: bool) -> tuple[int, int | None, float
                         url = f"http://{doc['address']}/v1/log_event"
                         break
             spec = {"key": KEY, "log_event_url": url, "specs_url": f"{fake.url}/download_config_specs",
-                    "stream": {"count": calls, "per_second": 0}}
+                    "stream": {"count": calls, "per_second": 0}, "options": options,
+                    "linger_s": linger}
             started = time.perf_counter()
             subprocess.run([sys.executable, str(ROOT / "tests" / "sdk" / "python_core.py"), json.dumps(spec)],
                            check=True, stdout=subprocess.DEVNULL)
@@ -133,6 +135,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--sdk-calls", type=int, default=0, help="part 2: this many log_event calls (0: skip)")
     ap.add_argument("--only-sdk", action="store_true", help="skip part 1")
+    ap.add_argument("--sdk-linger", type=float, default=0.0,
+                    help="part 2: seconds the app waits after its last call before shutdown()")
+    ap.add_argument("--sdk-options", type=json.loads, default={},
+                    help='part 2: StatsigOptions for the SDK, as JSON ({"event_logging_max_queue_size": 5000})')
     args = ap.parse_args()
     print(f"relay benchmark: {hardware()}; {args.clients} keep-alive clients, {args.seconds:g} s per case, "
           "durability fsync")
@@ -144,10 +150,11 @@ def main() -> None:
             print(f"{batch:>10} {encoding:>8} {r['body KB']:>8.0f} {r['requests/s']:>7,.0f} {r['events/s']:>10,.0f} "
                   f"{r['p50 ms']:>7.1f} {r['p99 ms']:>7.1f} {r['cpu']:>7.2f} {r['rss']:>6.0f}", flush=True)
     if args.sdk_calls:
-        print(f"\nstatsig-python-core, {args.sdk_calls:,} log_event calls without pause "
+        print(f"\nstatsig-python-core, {args.sdk_calls:,} log_event calls without pause, options "
+              f"{args.sdk_options or 'default'}, {args.sdk_linger:g} s before shutdown() "
               "(events arrived include the SDK's own diagnostics events):")
         for through in (False, True):
-            arrived, appended, secs = sdk_flood(args.sdk_calls, through)
+            arrived, appended, secs = sdk_flood(args.sdk_calls, through, args.sdk_options, args.sdk_linger)
             way = "through the sidecar" if through else "directly to the fake"
             via = f", {appended:,} appended by the relay" if appended is not None else ""
             print(f"  {way:<22} {arrived:>10,} arrived ({arrived / args.sdk_calls:.1%}){via}; the SDK took "

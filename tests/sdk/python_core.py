@@ -2,11 +2,13 @@
 
     python python_core.py '{"key": ..., "log_event_url": ..., "specs_url": ..., "users": [...],
                             "events": [{"name", "value", "metadata"}], "gates": [...], "configs": [...],
-                            "stream": {"count": N, "per_second": R}, "flush_interval_ms": ...}'
+                            "stream": {"count": N, "per_second": R}, "flush_interval_ms": ...,
+                            "options": {StatsigOptions attribute: value}, "linger_s": S}'
 
 Checks every gate and config for every user (the SDK logs one exposure each), logs every
 event for every user, then (stream) `count` more events with metadata {"seq": i} at
-`per_second` (0: no pause), and shuts down (the SDK's own shutdown flush). Prints {"logged": n} as JSON.
+`per_second` (0: no pause), waits `linger_s`, and shuts down (the SDK's own shutdown flush).
+Prints {"logged": n} as JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def main() -> None:
     options.disable_country_lookup = True
     if "flush_interval_ms" in spec:
         options.event_logging_flush_interval_ms = spec["flush_interval_ms"]
+    for name, value in spec.get("options", {}).items():  # any other StatsigOptions attribute
+        setattr(options, name, value)
     statsig = Statsig(spec["key"], options)
     statsig.initialize().wait()
     logged = 0
@@ -50,6 +54,7 @@ def main() -> None:
             logged += 1
             if pause:
                 time.sleep(pause)
+    time.sleep(spec.get("linger_s", 0))  # time to send its backlog before shutdown's 3 s limit
     statsig.shutdown().wait()
     print(json.dumps({"logged": logged}), flush=True)
 
