@@ -17,8 +17,8 @@ import httpx
 import orjson
 import pytest
 import zstandard
-from conftest import SECRET, Cli, fast_args
 from fake_statsig import FakeStatsig
+from kit import SECRET, Cli, fast_args
 
 CLIENT_KEY = "client-relay-test-key-42"
 LOG_EVENT = "/v1/log_event"

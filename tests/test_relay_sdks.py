@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import SECRET, Cli, fast_args, wait_until
 from fake_statsig import SDK_SPECS, FakeStatsig
+from kit import SECRET, Cli, fast_args, wait_until
 
 SDK_DIR = Path(__file__).parent / "sdk"
 CLIENT_KEY = "client-relay-test-key-42"

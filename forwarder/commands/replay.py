@@ -5,6 +5,10 @@ SequenceSource (a FileTailer per plain file, a GzipSource per .gz), an EventSele
 decodes and filters lines, a TokenBucket paces the senders, and positions go to their own
 checkpoint file (`replay-checkpoints.json`, own lock) so a replay resumes where it was
 interrupted, never sends a file twice by accident, and never moves `run`'s positions.
+
+What it serves is its own (`REPLAY`), not `run`'s: health and metrics on --metrics-listen
+(a long replay can be watched and scraped), never the receiver (--listen is ignored with a
+warning: a replay reads finished files, nothing appends to them).
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from typing import Any
 
 import click
 
-from ..app import Forwarder, RunHooks, RunResult
+from ..app import Forwarder, RunHooks, RunResult, Server
 from ..decode.event import iso_to_epoch_ms
 from ..delivery.ratelimit import TokenBucket
+from ..errors import ConfigError
 from ..model import StatsigEvent
 from ..settings import Settings
 from ..source import Source
@@ -32,11 +37,12 @@ from ..source.fingerprint import fingerprint_fd
 from ..source.sequence import Part, SequenceSource
 from ..state.checkpoints import REPLAY_CHECKPOINT_FILE, Checkpoints
 from ..state.lock import REPLAY_LOCK_FILE
-from ..stats import Stats
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 130
+REPLAY_SERVES: frozenset[Server] = frozenset({"metrics"})
 RATE_BATCHES_PER_S = 4  # with --rate, batches hold at most rate/4 events: requests go out smoothly
 
 
@@ -77,7 +83,7 @@ class EventSelector:
 
 
 def expand(patterns: tuple[str, ...]) -> list[str]:
-    """Files named by paths and globs, each once, oldest (mtime) first; raises ClickException."""
+    """Files named by paths and globs, each once, oldest (mtime) first; raises ConfigError."""
     found: dict[str, tuple[float, str]] = {}
     for pattern in patterns:
         paths = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
@@ -87,12 +93,12 @@ def expand(patterns: tuple[str, ...]) -> list[str]:
             try:
                 st = os.stat(path)
             except OSError as e:
-                raise click.ClickException(f"cannot read {path}: {e.strerror}") from None
+                raise ConfigError(f"cannot read {path}: {e.strerror}") from None
             if not os.path.isfile(path):
                 continue
             found.setdefault(os.path.realpath(path), (st.st_mtime, path))
     if not found:
-        raise click.ClickException("no files to replay")
+        raise ConfigError("no files to replay")
     return [path for _, path in sorted(found.values())]
 
 
@@ -131,53 +137,6 @@ def sequence(files: list[str], checkpoints: Checkpoints, settings: Settings, res
     return SequenceSource([Part(path, os.path.getsize(path), opener(path)) for path in files])
 
 
-class Progress:
-    """A progress bar on a terminal (events, bytes, ETA); a log line every `interval` otherwise."""
-
-    def __init__(self, total_bytes: int, interval: float, tty: bool) -> None:
-        self.stats = Stats()
-        self.total = total_bytes
-        self.interval = interval
-        self.started = time.monotonic()
-        self._next_log = self.started + interval
-        self._shown = 0
-        self._bar: Any = None
-        if tty:
-            self._bar = click.progressbar(length=max(total_bytes, 1), label="replay", file=sys.stderr,
-                                          show_eta=True, show_percent=True, show_pos=True,
-                                          item_show_func=lambda _: self._events())
-            self._bar.__enter__()
-
-    def _events(self) -> str:
-        s = self.stats
-        return f"{s.events_read} events, {s.events_delivered} delivered"
-
-    def tick(self, source: Source, stats: Stats) -> None:
-        self.stats = stats
-        pos = getattr(source, "disk_position", 0)
-        if self._bar is not None:
-            if pos > self._shown:
-                self._bar.update(pos - self._shown)
-                self._shown = pos
-            else:
-                self._bar.render_progress()
-            return
-        now = time.monotonic()
-        if now >= self._next_log:
-            self._next_log = now + self.interval
-            elapsed = now - self.started
-            eta = (self.total - pos) * elapsed / pos if pos else None
-            log.info("replay progress", extra={
-                "events_read": self.stats.events_read, "events_delivered": self.stats.events_delivered,
-                "bytes_read": pos, "bytes_total": self.total,
-                "percent": round(100 * pos / self.total, 1) if self.total else 100.0,
-                "eta_s": None if eta is None else round(eta, 1)})
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-
-
 @dataclass
 class ReplayOptions:
     """The replay command's own options (the rest are Settings)."""
@@ -199,8 +158,10 @@ def replay(settings: Settings, patterns: tuple[str, ...], options: ReplayOptions
     total = sum(os.path.getsize(f) for f in files)
     log.info("replay starting", extra={"files": files, "bytes": total, "rate": options.rate,
                                        "restart": options.restart})
-    progress = Progress(total, options.progress_interval, sys.stderr.isatty())
+    progress = Progress("replay", lambda source: (getattr(source, "disk_position", 0), total),
+                        options.progress_interval, sys.stderr.isatty(), total)
     hooks = RunHooks(
+        serves=REPLAY_SERVES,
         namespace=REPLAY_CHECKPOINT_FILE,
         lock_name=REPLAY_LOCK_FILE,
         make_source=lambda checkpoints: sequence(files, checkpoints, settings, options.restart),
@@ -209,10 +170,11 @@ def replay(settings: Settings, patterns: tuple[str, ...], options: ReplayOptions
         tick=progress.tick,
     )
     started = time.monotonic()
+    result = None
     try:
         result = Forwarder(settings, hooks=hooks).run()
     finally:
-        progress.close()
+        progress.close(complete=result is not None and result.clean and not result.interrupted)
     summary = summarize(result, time.monotonic() - started)
     log.info("replay finished" if not result.interrupted else "replay interrupted", extra=summary)
     click.echo(format_summary(summary, result), err=True)
