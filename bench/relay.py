@@ -66,7 +66,7 @@ def sdk_request(batch: list[dict[str, object]], encoding: str) -> bytes:
 def run_case(batch: int, encoding: str, clients: int, seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "events.ndjson"
-        proc, port = start_receiver(log, "fsync", {"STATSIG_SERVER_SECRET_KEY": KEY}, "--state-dir", tmp)
+        proc, port = start_receiver(log, "fsync", {"STATSIG_SERVER_SECRET_KEY": KEY, "FORWARDER_STATE_DIR": tmp})
         try:
             reqs = [sdk_request([sdk_event(i * batch + j) for j in range(batch)], encoding) for i in range(16)]
             asyncio.run(drive(port, reqs, clients, min(1.0, seconds)))  # warm-up

@@ -204,7 +204,7 @@ class Settings(BaseSettings):
                                        description="The HTTP receiver.", json_schema_extra=also("receive"))
     relay: RelaySettings = Field(default_factory=lambda: RelaySettings(),
                                  description="The Statsig SDK relay on the receiver.",
-                                 json_schema_extra=also("receive", "check"))
+                                 json_schema_extra=also("receive"))
 
     @model_validator(mode="after")
     def _derived(self) -> Settings:

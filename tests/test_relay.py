@@ -29,8 +29,9 @@ SDK_HEADERS = {"statsig-sdk-type": "statsig-server-core-python", "statsig-sdk-ve
 
 def start(spawn: Callable[..., Cli], tmp: Path, *args: str, cmd: str = "receive", key: str | None = SECRET,
           env: dict[str, str] | None = None) -> tuple[Cli, str]:
-    cli = spawn(cmd, str(tmp / "events.ndjson"), "--listen", "127.0.0.1:0", "--state-dir", str(tmp / "state"),
-                *args, key=key, env={"FORWARDER_RELAY__KEYS": json.dumps([CLIENT_KEY]), **(env or {})})
+    cli = spawn(cmd, str(tmp / "events.ndjson"), "--listen", "127.0.0.1:0", *args, key=key,
+                env={"FORWARDER_RELAY__KEYS": json.dumps([CLIENT_KEY]), "FORWARDER_STATE_DIR": str(tmp / "state"),
+                     **(env or {})})
     rec = cli.wait_log("receiver listening")
     return cli, f"http://{rec['address']}"
 
@@ -231,7 +232,7 @@ def test_readyz_metrics_and_check_show_the_relay(spawn: Callable[..., Cli], fake
     out = bytes(check.stdout).decode()
     assert "Statsig SDK relay: enabled on /v1/log_event and /v1/rgstr" in out
     assert "accepted keys: secret-t..., client-r..." in out and SECRET not in out and CLIENT_KEY not in out
-    check = spawn("check", "--statsig-api", fake.url, "--no-relay-enabled")
+    check = spawn("check", "--statsig-api", fake.url, env={"FORWARDER_RELAY__ENABLED": "false"})
     assert check.wait(60) == 0 and "relay: disabled" in bytes(check.stdout).decode()
 
 
