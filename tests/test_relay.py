@@ -163,18 +163,20 @@ def test_size_limits_fit_the_largest_sdk_batch(spawn: Callable[..., Cli], tmp_pa
 def test_an_invalid_event_costs_only_itself(spawn: Callable[..., Cli], tmp_path: Path) -> None:
     cli, url = start(spawn, tmp_path)
     events = [custom(1), {"eventName": "", "metadata": {"url": f"/download_config_specs/{SECRET}.json"}}, 5,
-              custom(2, value={"not": "scalar"}), {"eventName": "x" * 200}, exposure(3)]
+              custom(2, value={"not": "scalar"}), {"eventName": "x" * 200}, custom(4, eventName="add|cart"),
+              exposure(3)]
     data, headers = body(events, "gzip")
     r = httpx.post(url + LOG_EVENT, content=data, headers=headers)
     assert r.status_code == 202, r.text
     answer = r.json()
-    assert answer["success"] is True and (answer["accepted"], answer["deadLettered"]) == (2, 4)
-    assert [e["index"] for e in answer["errors"]] == [1, 2, 3, 4]
+    assert answer["success"] is True and (answer["accepted"], answer["deadLettered"]) == (2, 5)
+    assert [e["index"] for e in answer["errors"]] == [1, 2, 3, 4, 5]
+    assert "Statsig drops events whose name contains" in answer["errors"][4]["message"]
     assert "not a JSON object" in answer["errors"][1]["message"] and "value" in answer["errors"][2]["message"]
     assert [e["eventName"] for e in lines(tmp_path)] == ["purchase", "statsig::gate_exposure"]
     assert cli.stop() == 0
     dead = [orjson.loads(x) for x in (tmp_path / "state" / "dead-letter.ndjson").read_bytes().splitlines()]
-    assert [d["offset"] for d in dead] == [1, 2, 3, 4]
+    assert [d["offset"] for d in dead] == [1, 2, 3, 4, 5]
     assert all(d["source"] == "relay /v1/log_event (statsig-server-core-python)" for d in dead)
     assert orjson.loads(dead[2]["line"]) == custom(2, value={"not": "scalar"})
     assert all(d["reason"].startswith("invalid event: ") for d in dead)

@@ -35,7 +35,7 @@ from fastapi import Request, Response
 from prometheus_client import Counter
 
 from ..decode.codec import json_type
-from ..decode.event import InvalidEvent, UnknownFields, to_statsig
+from ..decode.event import InvalidEvent, OversizeFields, UnknownFields, to_statsig
 from ..logs import redact
 from ..model import Rejection
 from ..settings import RelaySettings
@@ -125,7 +125,7 @@ class Relay:
 
     def __init__(self, appender: Appender, deadletter: DeadLetter, options: RelaySettings, server_key: str | None,
                  token: str | None, read_timeout: float, max_line_bytes: int,
-                 unknown_fields: UnknownFields) -> None:
+                 unknown_fields: UnknownFields, oversize_fields: OversizeFields = "send") -> None:
         self.appender = appender
         self.deadletter = deadletter
         self.options = options
@@ -136,6 +136,7 @@ class Relay:
         self.read_timeout = read_timeout
         self.max_line_bytes = max_line_bytes
         self.unknown_fields = unknown_fields
+        self.oversize_fields = oversize_fields
         self.drop_internal = options.internal_events == "drop"
         self.sdk_type = _SdkTypes()
         self.stopping = False  # set when the server stops: answer 503 so SDKs retry elsewhere or later
@@ -200,7 +201,7 @@ class Relay:
             try:
                 if type(obj) is not dict:
                     raise InvalidEvent(f"not a JSON object: got {json_type(obj)}")
-                ev = to_statsig(obj, self.unknown_fields)
+                ev = to_statsig(obj, self.unknown_fields, self.oversize_fields)
                 if self.drop_internal and is_internal(ev["eventName"]):
                     dropped += 1
                     continue

@@ -159,10 +159,10 @@ def build_receiver(settings: Settings, ready: Ready | None = None) -> tuple[Http
         assert settings.dead_letter_path is not None  # derived by Settings
         deadletter = DeadLetter(settings.dead_letter_path)
         relay = Relay(appender, deadletter, settings.relay, settings.secret_key, r.secret_token, r.read_timeout,
-                      settings.max_line_bytes, settings.unknown_fields)
+                      settings.max_line_bytes, settings.unknown_fields, settings.oversize_fields)
         closers.append(deadletter.close)
         log.info(relay.status.describe())
-    intake = Intake(appender, r, settings.max_line_bytes, settings.unknown_fields, relay)
+    intake = Intake(appender, r, settings.max_line_bytes, settings.unknown_fields, settings.oversize_fields, relay)
 
     def stopping() -> None:
         if relay is not None:
