@@ -26,7 +26,8 @@ from .settings import Settings, flag_commands, load_settings
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
 
-_SKIP_FLAGS = {"paths", "statsig_server_secret_key", "receiver.token", "rules", "remote_rules_user_custom"}
+_SKIP_FLAGS = {"paths", "statsig_server_secret_key", "receiver.token", "relay.keys", "rules",
+               "remote_rules_user_custom"}
 # Nested options get --<section>-<key>; these also have the short public name.
 _SHORT_FLAGS = {"receiver.listen": "--listen", "receiver.durability": "--durability",
                 "receiver.max_body_bytes": "--max-body-bytes",
@@ -146,8 +147,7 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
     from .app import RUN, Forwarder
 
     settings = build_settings(config, paths, options)
-    setup_logging(settings.log_level, settings.log_format, [settings.secret_key or "",
-                                                            settings.receiver.secret_token or ""])
+    setup_logging(settings.log_level, settings.log_format, settings.secrets)
     if not settings.paths:
         raise click.UsageError("no input: give file paths or globs (or '-' for stdin), or set paths in the config")
     if "-" in settings.paths and len(settings.paths) > 1:
@@ -184,21 +184,22 @@ def receive(config: Path | None, paths: tuple[str, ...], **options: Any) -> None
     from .receiver import receive as serve
 
     settings = build_settings(config, paths, options)
-    setup_logging(settings.log_level, settings.log_format, [settings.secret_key or "",
-                                                            settings.receiver.secret_token or ""])
+    setup_logging(settings.log_level, settings.log_format, settings.secrets)
     serve(settings)
 
 
 @main.command()
 @settings_options("check")
 def check(config: Path | None, **options: Any) -> None:
-    """Check with statsig-python-core that the key and the Statsig endpoints answer."""
+    """Check with statsig-python-core that the key and the Statsig endpoints answer; show the SDK relay."""
     from .commands.check import check_statsig
+    from .receiver.relay import relay_status
 
     settings = build_settings(config, (), options)
-    setup_logging(settings.log_level, settings.log_format, [settings.secret_key or ""])
+    setup_logging(settings.log_level, settings.log_format, settings.secrets)
     result = check_statsig(settings)
-    click.echo(Scrubber([settings.secret_key or ""])(result.describe()), err=not result.ok)
+    text = f"{result.describe()}\n{relay_status(settings.relay, settings.secret_key).describe()}"
+    click.echo(Scrubber(settings.secrets)(text), err=not result.ok)
     sys.exit(0 if result.ok else 1)
 
 

@@ -87,6 +87,34 @@ class ReceiverSettings(BaseModel):
         return token.get_secret_value() if token is not None and token.get_secret_value() else None
 
 
+class RelaySettings(BaseModel):
+    """The Statsig SDK relay on the receiver (`POST /v1/log_event`, `/v1/rgstr`): the [relay] section."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    enabled: bool = Field(
+        default=True, description="Serve Statsig's event endpoints wherever the receiver listens.")
+    accept_server_key: bool = Field(
+        default=True, description="Accept the forwarder's own server secret key as STATSIG-API-KEY.")
+    keys: list[SecretStr] = Field(
+        default_factory=list, description="More keys the relay accepts: other server secret keys, and the "
+        "client keys of client SDKs (env FORWARDER_RELAY__KEYS as a JSON list).")
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024,
+        description="Largest relay request body, also once decompressed (413); an SDK batch of 2,000 "
+        "exposures is a few MB.")
+    max_batch_events: int = Field(
+        default=10_000, ge=1, description="Most events in one relay request (413); SDKs send at most 2,000.")
+    internal_events: Literal["forward", "drop"] = Field(
+        default="forward", description="SDK-internal events (statsig:: names other than exposures, "
+        "e.g. statsig::diagnostics): forwarded like any event, or dropped by the relay.")
+
+    def accepted_keys(self, server_key: str | None) -> list[str]:
+        """Every key a relay request may carry, the server key first."""
+        own = [server_key] if server_key and self.accept_server_key else []
+        return own + [k.get_secret_value() for k in self.keys if k.get_secret_value()]
+
+
 class Settings(BaseSettings):
     """Every option of statsig-forwarder (see config/forwarder.example.toml)."""
 
@@ -194,6 +222,9 @@ class Settings(BaseSettings):
         "$NODE_NAME, $POD_NAME.")
     receiver: ReceiverSettings = Field(default_factory=lambda: ReceiverSettings(),
                                        description="The HTTP receiver.", json_schema_extra=also("receive"))
+    relay: RelaySettings = Field(default_factory=lambda: RelaySettings(),
+                                 description="The Statsig SDK relay on the receiver.",
+                                 json_schema_extra=also("receive"))
 
     @model_validator(mode="after")
     def _derived(self) -> Settings:
@@ -221,6 +252,12 @@ class Settings(BaseSettings):
     def secret_key(self) -> str | None:
         key = self.statsig_server_secret_key
         return key.get_secret_value() if key is not None and key.get_secret_value() else None
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every configured secret, for the log scrubber: the server key, the receiver token, relay keys."""
+        return [s for s in (self.secret_key, self.receiver.secret_token,
+                            *self.relay.accepted_keys(None)) if s]
 
     @property
     def check_specs_url(self) -> str | None:
@@ -286,7 +323,7 @@ def describe_config_error(e: ValidationError, config_file: Path | None) -> str:
             problems.append(f"{key}: {err['msg'].removeprefix('Value error, ')}")
         else:
             problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})"
-                            if "secret" not in key and "token" not in key else f"{key}: {err['msg']}")
+                            if not any(w in key for w in ("secret", "token", "keys")) else f"{key}: {err['msg']}")
     if len(problems) == 1:
         return "invalid configuration: " + problems[0]
     return "invalid configuration:\n  " + "\n  ".join(problems)  # one line per mistake
