@@ -2,7 +2,7 @@
 
 No Docker engine or cluster here: the Dockerfile's own install and entrypoint commands are
 run in a fresh venv (paths mapped into tmp_path), the unit goes through
-`systemd-analyze verify` where that exists, and the YAML is checked for structure and its
+`systemd-analyze verify` (.ci/run installs it), and the YAML is checked for structure and its
 settings for validity.
 """
 
@@ -100,6 +100,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def created_ids(run: str) -> tuple[int, int]:
+    """(uid, gid) of the user the RUN commands create, its group made with an explicit gid."""
+    words = shlex.split(run.replace("&&", " && "))
+
+    def command(name: str) -> list[str]:
+        i = words.index(name)
+        end = words.index("&&", i) if "&&" in words[i:] else len(words)
+        return words[i:end]
+
+    def option(args: list[str], flag: str) -> str:
+        return args[args.index(flag) + 1]
+
+    groupadd, useradd = command("groupadd"), command("useradd")
+    gid = int(option(groupadd, "--gid"))
+    assert option(useradd, "--gid") in (groupadd[-1], str(gid)), "the user's group is the one made with that gid"
+    assert "--user-group" not in useradd, "--user-group would make another group, with an arbitrary gid"
+    return int(option(useradd, "--uid")), gid
+
+
 def test_dockerfile_structure() -> None:
     _, stages = parse_dockerfile(ROOT / "Dockerfile")
     assert len(stages) == 2, "multi-stage: build, then runtime"
@@ -113,6 +132,8 @@ def test_dockerfile_structure() -> None:
     assert "pip uninstall" in final_run
     user = final.one("USER")
     assert user.split(":")[0] not in ("root", "0")
+    uid, gid = created_ids(final_run)
+    assert user == f"{uid}:{gid}", "USER runs as the user and group the image makes"
     assert final.one("STOPSIGNAL") == "SIGTERM"
     state_dir = final.env["FORWARDER_STATE_DIR"]
     assert state_dir in exec_form(final.one("VOLUME"))
@@ -224,14 +245,15 @@ def test_systemd_unit_has_what_production_needs() -> None:
     assert settings.paths and settings.metrics_listen
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     def verify(text: str) -> str:
         unit = tmp_path / "statsig-forwarder.service"
         # verify checks that ExecStart exists: point it at this checkout's CLI
         unit.write_text(text.replace("/opt/statsig-forwarder/bin/statsig-forwarder",
                                      str(Path(sys.executable).parent / "statsig-forwarder")))
-        proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, timeout=60)
+        tool = shutil.which("systemd-analyze")
+        assert tool, "systemd-analyze missing: .ci/run installs it (apt-get install systemd)"
+        proc = subprocess.run([tool, "verify", str(unit)], capture_output=True, timeout=60)
         return f"rc={proc.returncode} {proc.stderr.decode()}".strip()
 
     text = UNIT.read_text()

@@ -1,0 +1,209 @@
+"""The Grafana dashboard and the Prometheus alert rules under deploy/.
+
+The rules go through `promtool check rules` and `promtool test rules` (deploy/prometheus/alerts_test.yaml,
+where each alert fires on one synthetic instance and stays silent on another); the metric names that the
+dashboard's panels and the rules query are checked against the `/metrics` of a running forwarder that has
+delivered events and answered a receiver request.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import SECRET, Cli, append, cli_env, event_line, fast_args, wait_until
+from fake_statsig import FakeStatsig
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "deploy" / "grafana" / "statsig-forwarder.json"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
+ALERTS_TEST = ROOT / "deploy" / "prometheus" / "alerts_test.yaml"
+
+# Series Prometheus adds itself (not exported by the forwarder).
+PROMETHEUS_OWN = {"up"}
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
+                "offset", "inf", "nan"}
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    assert path, "promtool missing: .ci/run installs it (apt-get install prometheus)"
+    return path
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression selects (functions, keywords, labels and ranges left out)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)  # string literals (label values, regexes)
+    expr = re.sub(r"\{[^}]*\}", " ", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)  # ranges and subqueries
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", expr):
+        rest = expr[m.end():].lstrip()
+        if rest.startswith("("):  # a function call
+            continue
+        if m.group().lower() in PROMQL_WORDS:
+            continue
+        names.add(m.group())
+    return names
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    """(panel title, expr) of every query of every panel (rows included)."""
+    def panels(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for p in items:
+            yield p
+            yield from panels(p.get("panels", []))
+
+    doc = json.loads(DASHBOARD.read_text())
+    return [(p["title"], t["expr"]) for p in panels(doc["panels"]) for t in p.get("targets", [])]
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load(ALERTS.read_text())
+    return [r for g in doc["groups"] for r in g["rules"]]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """Sample names on a live `/metrics` after events were delivered and the receiver answered.
+
+    One forwarder (run + receiver) for the whole module.
+    """
+    tmp = tmp_path_factory.mktemp("dash")
+    fake = FakeStatsig().start()
+    log = tmp / "events.ndjson"
+    append(log, b"".join(event_line(i) for i in range(20)) + b"not json\n")
+    proc = subprocess.Popen([sys.executable, "-m", "forwarder", "run", str(log), *fast_args(fake, tmp / "state"),
+                     "--listen", "127.0.0.1:0"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=tmp,
+                    env=cli_env(STATSIG_SERVER_SECRET_KEY=SECRET, FORWARDER_LOG_FORMAT="json"))
+    cli = Cli(proc)
+    try:
+        base = "http://" + cli.wait_log("receiver listening")["address"]
+        req = urllib.request.Request(base + "/v1/analytics/events", data=b'{"event_name": "e", "user_id": "u"}',
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+        assert fake.wait_for(21), bytes(cli.stderr).decode(errors="replace")
+
+        def scrape() -> str:
+            with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+                return str(r.read().decode())
+
+        def invalid_counted(text: str) -> bool:
+            return any(s.name == "statsig_forwarder_events_dead_lettered_total" and s.labels["reason"] == "invalid"
+                       and s.value == 1 for f in text_string_to_metric_families(text) for s in f.samples)
+
+        # The file is still followed (file_bytes_behind has a series) and the bad line is counted.
+        assert wait_until(lambda: invalid_counted(scrape())), scrape()
+        text = scrape()
+    finally:
+        cli.stop()
+        fake.stop()
+    names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert "statsig_forwarder_file_bytes_behind" in names, text
+    return names
+
+
+def test_alert_rules_pass_promtool_check() -> None:
+    proc = subprocess.run([promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"SUCCESS: {len(alert_rules())} rules found" in proc.stdout
+
+
+def test_alert_rule_unit_tests_pass() -> None:
+    proc = subprocess.run([promtool(), "test", "rules", ALERTS_TEST.name], cwd=ALERTS_TEST.parent,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+def test_every_alert_is_unit_tested_firing_and_silent() -> None:
+    """Each alert has a case where it fires and one where it must not (promtool checks the exact set)."""
+    doc = yaml.safe_load(ALERTS_TEST.read_text())
+    fires: set[str] = set()
+    silent: set[str] = set()
+    for case in doc["tests"]:
+        for t in case.get("alert_rule_test", []):
+            (fires if t["exp_alerts"] else silent).add(t["alertname"])
+            # a firing case whose expected set is exact also shows the `good` instance stays silent
+            for a in t["exp_alerts"]:
+                assert a["exp_labels"].get("instance") != "good", t
+    names = {r["alert"] for r in alert_rules()}
+    required = {"StatsigForwarderDown", "StatsigForwarderKeyRefused", "StatsigForwarderStalled",
+                "StatsigForwarderOldestEventTooOld", "StatsigForwarderDeadLetterRate"}
+    assert required <= names
+    assert fires == names
+    assert silent == names
+
+
+def test_every_alert_has_a_runbook_line_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Dashboard and alerts", 1)[1].split("\n## ", 1)[0]
+    for rule in alert_rules():
+        assert f"`{rule['alert']}`" in section, rule["alert"]
+
+
+def test_alert_rules_use_only_exported_metrics(exported: set[str]) -> None:
+    for rule in alert_rules():
+        names = metric_names(rule["expr"])
+        assert names, rule
+        assert names - PROMETHEUS_OWN <= exported, (rule["alert"], names - exported)
+
+
+def test_dashboard_queries_use_only_exported_metrics(exported: set[str]) -> None:
+    exprs = dashboard_exprs()
+    assert len(exprs) >= 15
+    used: set[str] = set()
+    for title, expr in exprs:
+        names = metric_names(expr)
+        assert names, (title, expr)
+        assert names <= exported, (title, sorted(names - exported))
+        used |= names
+    # What on-call needs: throughput, lag per file, oldest event, Statsig outcomes and latency,
+    # dead letters, receiver.
+    for family in ["lines_read_total", "events_delivered_total", "file_bytes_behind",
+                   "oldest_undelivered_event_age_seconds", "request_duration_seconds_count",
+                   "request_duration_seconds_bucket", "batch_latency_seconds_bucket", "sink_state",
+                   "events_dead_lettered_total", "receiver_requests_total", "receiver_events_total",
+                   "receiver_append_failures_total"]:
+        assert "statsig_forwarder_" + family in used, family
+
+
+def test_dashboard_is_importable_grafana_json() -> None:
+    doc = json.loads(DASHBOARD.read_text())
+    assert doc["uid"] and doc["title"] and doc["schemaVersion"] >= 36
+    variables = {v["name"]: v for v in doc["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    ids = []
+    for p in doc["panels"]:
+        ids.append(p["id"])
+        grid = p["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, p["title"]
+        if p["type"] != "row":
+            assert p["datasource"]["uid"] == "${datasource}", p["title"]
+            assert [t["refId"] for t in p["targets"]] == [chr(65 + i) for i in range(len(p["targets"]))]
+            for t in p["targets"]:
+                # every query is scoped to the chosen job/instance
+                assert 'job=~"$job"' in t["expr"] and 'instance=~"$instance"' in t["expr"], (p["title"], t)
+    assert len(ids) == len(set(ids))
+
+
+def test_metric_names_parser() -> None:
+    """The extraction the two tests above rely on."""
+    assert metric_names('sum by (le, outcome) (rate(a_bucket{job=~"$job", x="y(z)"}[$__rate_interval]))') == {
+        "a_bucket"}
+    assert metric_names("sum by (job) (delta(b[10m])) > 0 and on (job) c == 0") == {"b", "c"}
+    assert metric_names('up{job="x"} == 0') == {"up"}
+
