@@ -16,6 +16,8 @@
 # containers.conf: runc, cgroupfs, file events, ulimits at the host's hard limits; `--format docker`
 # keeps HEALTHCHECK (OCI images have no such field).
 # Prints one PASS/FAIL line per check, exits 1 if any failed. KEEP=1 leaves the work directory.
+# wait_for takes its condition in single quotes on purpose: it is evaluated on each try.
+# shellcheck disable=SC2016
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,7 +55,8 @@ nproc=$(ulimit -Hu); pid_max=$(cat /proc/sys/kernel/pid_max)
 [ "$nproc" = unlimited ] || [ "$nproc" -gt "$pid_max" ] && nproc=$pid_max
 ULIMITS=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=$nproc:$nproc")
 p() { podman "$@"; }
-prun() { podman run "${ULIMITS[@]}" "$@"; }
+# One-off commands: no healthcheck (without systemd podman cannot schedule it and says so).
+prun() { podman run "${ULIMITS[@]}" --no-healthcheck "$@"; }
 
 cleanup() {
   p rm -f -t 0 "$NAME" "$NAME-2" >/dev/null 2>&1
@@ -94,7 +97,7 @@ find-links = /wheels
 EOF
 rm -rf "$WORK/base/var/cache/apt/archives/"*.deb "$WORK/base/var/lib/apt/lists/"*
 case $FROM_IMAGE in */*) FROM_FULL=$FROM_IMAGE ;; *) FROM_FULL=docker.io/library/$FROM_IMAGE ;; esac
-tar -C "$WORK/base" -c . | p import --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' - "$FROM_FULL" >/dev/null \
+tar -C "$WORK/base" -c . | p import -q --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' - "$FROM_FULL" >/dev/null \
   || die "podman import failed"
 rm -rf "$WORK/base"
 log "stand-in: $(prun --rm --network none "$FROM_IMAGE" sh -c 'command -v python; python --version; python -m pip --version' | tr '\n' ' ')"
@@ -105,8 +108,9 @@ mkdir -p "$WORK/wheels"
 python3 -m pip wheel -q -w "$WORK/wheels" "$ROOT" orjson "setuptools>=68" wheel >"$WORK/wheel.log" 2>&1 \
   || die "wheelhouse failed: $(tail "$WORK/wheel.log")"
 rm -f "$WORK/wheels"/statsig_forwarder-*.whl  # the build installs the source, as it would
-python3 -m venv "$WORK/fake" && "$WORK/fake/bin/pip" install -q --no-index --find-links "$WORK/wheels" orjson \
-  || die "fake Statsig venv failed"
+if ! { python3 -m venv "$WORK/fake" && "$WORK/fake/bin/pip" install -q --no-index --find-links "$WORK/wheels" orjson; }; then
+  die "fake Statsig venv failed"
+fi
 FAKE_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$WORK/fake/bin/python" "$ROOT/tests/fake_statsig.py" --port "$FAKE_PORT" --quiet >"$WORK/fake.log" 2>&1 &
 FAKE_PID=$!
@@ -138,7 +142,7 @@ log "podman build --format docker (Dockerfile unchanged)"
 t=$SECONDS
 if p build -q --format docker "${ULIMITS[@]}" --pull=never --network none --volume "$WORK/wheels:/wheels:ro" -t "$IMAGE" "$ROOT" \
   >"$WORK/build.log" 2>&1; then
-  pass "build: $(($SECONDS - t)) s, image $(p image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1 / 1e6}')"
+  pass "build: $((SECONDS - t)) s, image $(p image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1 / 1e6}')"
 else
   fail "build: $(tail -20 "$WORK/build.log")"
   exit 1
@@ -178,9 +182,11 @@ gen_events "$WORK/logs/events.ndjson" 0 1000
 chmod 0644 "$WORK/logs/events.ndjson"
 p volume create "$VOLUME" >/dev/null
 run_forwarder() {  # NAME: detached, key set, logs read-only, state on the volume
-  prun -d --name "$1" --network "$NET" -e STATSIG_SERVER_SECRET_KEY=secret-podman-test-0123456789 \
+  # Its HEALTHCHECK is kept; without systemd podman cannot schedule it (it logs that, into
+  # $WORK/podman.err), so the check below runs it with `podman healthcheck run`.
+  podman run "${ULIMITS[@]}" -d --name "$1" --network "$NET" -e STATSIG_SERVER_SECRET_KEY=secret-podman-test-0123456789 \
     -e FORWARDER_STATSIG_API="$STATSIG_API" -v "$WORK/logs:/var/log/app:ro" \
-    -v "$VOLUME:/var/lib/statsig-forwarder" "$IMAGE" >/dev/null
+    -v "$VOLUME:/var/lib/statsig-forwarder" "$IMAGE" >/dev/null 2>>"$WORK/podman.err"
 }
 run_forwarder "$NAME" || fail "podman run failed"
 if wait_for 60 '[ "$(fake_count)" -ge 1000 ]'; then
@@ -197,7 +203,7 @@ fi
 
 # -- SIGTERM --------------------------------------------------------------------------------------------
 t=$(date +%s.%N)
-p stop -t 30 "$NAME" >/dev/null
+p stop -t 30 "$NAME" >/dev/null 2>>"$WORK/podman.err"
 took=$(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 code=$(p inspect --format '{{.State.ExitCode}}' "$NAME")
 stopped=$(p logs "$NAME" 2>&1 | grep -m1 '"stopped"' | cut -c1-200)
@@ -230,7 +236,7 @@ if wait_for 60 '[ "$(fake_count)" -ge $((before + 200)) ]'; then
 else
   fail "restart on the same volume: fake Statsig has $(fake_count), want $((before + 200)): $(p logs "$NAME-2" 2>&1 | tail -5)"
 fi
-p stop -t 30 "$NAME-2" >/dev/null
+p stop -t 30 "$NAME-2" >/dev/null 2>>"$WORK/podman.err"
 [ "$(p inspect --format '{{.State.ExitCode}}' "$NAME-2")" = 0 ] || fail "second container: exit code $(p inspect --format '{{.State.ExitCode}}' "$NAME-2")"
 
 log "$([ $FAILED = 0 ] && echo "all checks passed" || echo "$FAILED check(s) failed")"

@@ -11,6 +11,8 @@
 # ~/.cache/statsig-forwarder-deploy) and copied for each run; the machine itself runs with a private
 # network (loopback only: nothing reaches the real Statsig).
 # Prints one PASS/FAIL line per check, exits 1 if any failed. KEEP=1 leaves the machine's files.
+# wait_for takes its condition in single quotes on purpose: it is evaluated on each try.
+# shellcheck disable=SC2016
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

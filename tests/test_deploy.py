@@ -343,3 +343,13 @@ def test_k8s_daemonset(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "*" in pattern
     log_vol = next(n for path, n in by_path.items() if pattern.startswith(path + "/"))
     assert "hostPath" in volumes[log_vol] and m[log_vol]["readOnly"] is True
+
+
+def test_deploy_scripts_pass_shellcheck() -> None:
+    """deploy/systemd-test.sh and deploy/podman-test.sh run on demand (root, minutes): lint them here."""
+    tool = shutil.which("shellcheck")
+    assert tool, "shellcheck missing: .ci/run installs it (apt-get install shellcheck)"
+    scripts = sorted(str(p) for p in (ROOT / "deploy").glob("*.sh"))
+    assert len(scripts) >= 2
+    proc = subprocess.run([tool, *scripts, str(ROOT / ".ci" / "run")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
