@@ -12,17 +12,16 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-from conftest import SECRET, Cli, append, cli_env, event_line, fast_args, wait_until
+from conftest import Cli, append, event_line, fast_args, wait_until
 from fake_statsig import FakeStatsig
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "statsig-forwarder.json"
@@ -74,45 +73,31 @@ def alert_rules() -> list[dict[str, Any]]:
     return [r for g in doc["groups"] for r in g["rules"]]
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    """Sample names on a live `/metrics` after events were delivered and the receiver answered.
-
-    One forwarder (run + receiver) for the whole module.
-    """
-    tmp = tmp_path_factory.mktemp("dash")
-    fake = FakeStatsig().start()
-    log = tmp / "events.ndjson"
+def exported_names(spawn: Callable[..., Cli], fake: FakeStatsig, tmp_path: Path) -> set[str]:
+    """Sample names on a live `/metrics` after events were delivered and the receiver answered."""
+    log = tmp_path / "events.ndjson"
     append(log, b"".join(event_line(i) for i in range(20)) + b"not json\n")
-    proc = subprocess.Popen([sys.executable, "-m", "forwarder", "run", str(log), *fast_args(fake, tmp / "state"),
-                     "--listen", "127.0.0.1:0"],
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=tmp,
-                    env=cli_env(STATSIG_SERVER_SECRET_KEY=SECRET, FORWARDER_LOG_FORMAT="json"))
-    cli = Cli(proc)
-    try:
-        base = "http://" + cli.wait_log("receiver listening")["address"]
-        req = urllib.request.Request(base + "/v1/analytics/events", data=b'{"event_name": "e", "user_id": "u"}',
-                                     headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            assert r.status == 200
-        assert fake.wait_for(21), bytes(cli.stderr).decode(errors="replace")
+    cli = spawn("run", str(log), *fast_args(fake, tmp_path / "state"), "--listen", "127.0.0.1:0",
+                "--metrics-listen", "127.0.0.1:0")
+    receiver = "http://" + cli.wait_log("receiver listening")["address"]
+    metrics = "http://" + cli.wait_log("metrics listening")["address"]
+    req = urllib.request.Request(receiver + "/v1/analytics/events", data=b'{"event_name": "e", "user_id": "u"}',
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+    assert fake.wait_for(21), bytes(cli.stderr).decode(errors="replace")
 
-        def scrape() -> str:
-            with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
-                return str(r.read().decode())
+    def samples() -> list[Sample]:
+        with urllib.request.urlopen(metrics + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return [s for f in text_string_to_metric_families(text) for s in f.samples]
 
-        def invalid_counted(text: str) -> bool:
-            return any(s.name == "statsig_forwarder_events_dead_lettered_total" and s.labels["reason"] == "invalid"
-                       and s.value == 1 for f in text_string_to_metric_families(text) for s in f.samples)
-
-        # The file is still followed (file_bytes_behind has a series) and the bad line is counted.
-        assert wait_until(lambda: invalid_counted(scrape())), scrape()
-        text = scrape()
-    finally:
-        cli.stop()
-        fake.stop()
-    names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
-    assert "statsig_forwarder_file_bytes_behind" in names, text
+    # The bad line is counted, and the file is still followed (file_bytes_behind has a series).
+    assert wait_until(lambda: any(s.name == "statsig_forwarder_events_dead_lettered_total"
+                                  and s.labels["reason"] == "invalid" and s.value == 1 for s in samples()))
+    names = {s.name for s in samples()}
+    assert cli.stop() == 0
+    assert "statsig_forwarder_file_bytes_behind" in names, names
     return names
 
 
@@ -155,14 +140,14 @@ def test_every_alert_has_a_runbook_line_in_the_readme() -> None:
         assert f"`{rule['alert']}`" in section, rule["alert"]
 
 
-def test_alert_rules_use_only_exported_metrics(exported: set[str]) -> None:
+def test_dashboard_and_alert_rules_use_only_exported_metrics(
+    spawn: Callable[..., Cli], fake: FakeStatsig, tmp_path: Path
+) -> None:
+    exported = exported_names(spawn, fake, tmp_path)
     for rule in alert_rules():
         names = metric_names(rule["expr"])
         assert names, rule
         assert names - PROMETHEUS_OWN <= exported, (rule["alert"], names - exported)
-
-
-def test_dashboard_queries_use_only_exported_metrics(exported: set[str]) -> None:
     exprs = dashboard_exprs()
     assert len(exprs) >= 15
     used: set[str] = set()
