@@ -212,7 +212,8 @@ if [ $rc = 0 ] && [ "$applied" -ge 1 ] && [ "$(prop MainPID)" = "$pid" ]; then
 else
   fail "reload applied: exit $rc, 'configuration reloaded' logged when it returned: $applied ${out:+($out)}"
 fi
-m 'echo "batch_size = \"lots\"" >> /etc/statsig-forwarder/forwarder.toml'
+cp "$WORK/forwarder.toml.orig" "$MACHINE/etc/statsig-forwarder/forwarder.toml"
+m 'echo "batch_size = \"lots\"" >> /etc/statsig-forwarder/forwarder.toml'  # valid TOML, invalid value
 t=$(date +%s.%N)
 out=$(m "systemctl reload $SVC 2>&1"); rc=$?
 if [ $rc != 0 ] && m "systemctl is-active -q $SVC" && [ "$(prop MainPID)" = "$pid" ]; then
