@@ -227,7 +227,7 @@ log "  after the refused reload: STATUS=\"$(prop StatusText)\""
 errs=$(journal_since "$t" "-p err")
 infos=$(journal_since 0 "-p err" | grep -c -e 'configuration reloaded' -e 'forwarding to Statsig')
 if [ -n "$errs" ] && [ "$infos" = 0 ]; then
-  pass "journal: journalctl -p err shows the refused reload and no info line: $(echo "$errs" | head -1 | cut -c1-160)"
+  pass "journal: journalctl -p err shows the refused reload and no info line: $(echo "$errs" | head -1 | cut -c1-260)"
 else
   fail "journal: journalctl -p err shows ${errs:-nothing} (info lines among them: $infos); priorities of its lines: $(m "journalctl -q _SYSTEMD_UNIT=$SVC.service -o json | python3 -c 'import sys,json,collections; print(dict(collections.Counter(json.loads(l)[\"PRIORITY\"] for l in sys.stdin)))'")"
 fi
