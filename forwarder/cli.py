@@ -1,4 +1,8 @@
-"""Command line: `statsig-forwarder run|receive|check`. Every Settings field is also a flag."""
+"""Command line: `statsig-forwarder run|receive|check`. Every Settings field is also a flag.
+
+Start-up failures of every command (bad configuration, a busy port, a locked state
+directory, missing files) end in one line on stderr, `error: ...`, and exit 2 (`_Commands`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import sys
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 from pydantic import BaseModel
@@ -92,13 +96,30 @@ def build_settings(config: Path | None, paths: tuple[str, ...], options: dict[st
             overrides[name] = value
     if paths:
         overrides["paths"] = list(paths)
-    try:
-        return load_settings(config, **overrides)
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from None
+    return load_settings(config, **overrides)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class StartupError(click.ClickException):
+    """A command cannot start: one line `error: ...` on stderr, exit 2."""
+
+    exit_code = 2
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class _Commands(click.Group):
+    """Every command's start-up failures become a StartupError (the errors.py tree: these
+    three are raised only before a command starts working)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, StateLockedError, ServeError) as e:
+            raise StartupError(str(e)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="statsig-forwarder")
 def main() -> None:
     """Forward NDJSON analytics events to Statsig without losing one."""
@@ -122,15 +143,8 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
     if "-" in settings.paths and len(settings.paths) > 1:
         raise click.UsageError("'-' (stdin) cannot be combined with files")
     if settings.receiver.listen is not None:
-        try:
-            settings.receiver_log_path  # noqa: B018 - fails now, not after start-up, when it cannot be derived
-        except ConfigError as e:
-            raise click.UsageError(str(e)) from None
-    try:
-        result = Forwarder(settings, reload=lambda: build_settings(config, paths, options)).run()
-    except (StateLockedError, ServeError, ConfigError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        settings.receiver_log_path  # noqa: B018 - fails now, not after start-up, when it cannot be derived
+    result = Forwarder(settings, reload=lambda: build_settings(config, paths, options)).run()
     if result.failed:
         sys.exit(1)
 
@@ -148,11 +162,7 @@ def receive(config: Path | None, paths: tuple[str, ...], **options: Any) -> None
     settings = build_settings(config, paths, options)
     setup_logging(settings.log_level, settings.log_format, [settings.secret_key or "",
                                                             settings.receiver.secret_token or ""])
-    try:
-        serve(settings)
-    except (ServeError, ConfigError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    serve(settings)
 
 
 @main.command()
@@ -204,12 +214,7 @@ def replay(config: Path | None, files: tuple[str, ...], since: str | None, until
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    try:
-        code = do_replay(settings, files, ReplayOptions(selector, rate, restart, progress_interval))
-    except StateLockedError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    sys.exit(code)
+    sys.exit(do_replay(settings, files, ReplayOptions(selector, rate, restart, progress_interval)))
 
 
 @main.command()
@@ -272,7 +277,7 @@ def _open_checkpoints(config: Path | None, state_dir: Path | None, namespace: st
 
     settings = build_settings(config, (), {"state_dir": state_dir})
     if not settings.state_dir.is_dir():
-        raise click.ClickException(f"state directory {settings.state_dir} does not exist")
+        raise StartupError(f"state directory {settings.state_dir} does not exist")
     file_name, lock_name = NAMESPACES[namespace]
     lock = None
     if not readonly:
@@ -280,8 +285,7 @@ def _open_checkpoints(config: Path | None, state_dir: Path | None, namespace: st
         try:
             lock.acquire()
         except StateLockedError as e:
-            click.echo(f"error: refusing to change checkpoints: {e}; stop it first", err=True)
-            sys.exit(2)
+            raise StartupError(f"refusing to change checkpoints: {e}; stop it first") from None
     return Checkpoints(settings.state_dir, file_name, readonly=readonly), lock
 
 

@@ -75,8 +75,9 @@ class FakeStatsig:
     _faults: deque[Fault] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changed: threading.Condition = field(init=False)
-    _server: ThreadingHTTPServer | None = None
+    _server: _Server | None = None
     _thread: threading.Thread | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self._changed = threading.Condition(self._lock)
@@ -88,13 +89,16 @@ class FakeStatsig:
 
     def start(self) -> FakeStatsig:
         fake = self
+        stopping = threading.Event()
 
         class Handler(_Handler):
             owner = fake
+            stopped = stopping
 
         server = _Server((self.host, self.port), Handler)
         self.port = server.server_address[1]
         self._server = server
+        self._stopping = stopping
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fake-statsig", daemon=True)
         self._thread.start()
@@ -103,6 +107,7 @@ class FakeStatsig:
     def stop(self) -> None:
         """Close the listening socket and live connections: new connections are refused."""
         if self._server is not None:
+            self._stopping.set()  # hung requests end with their connection
             self._server.shutdown()
             self._server.server_close()
             self._server.close_all()
@@ -206,6 +211,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     owner: FakeStatsig
+    stopped: threading.Event  # the server this handler belongs to was stopped
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # silence per-request logging
@@ -269,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.kind == "hang":
                 owner._record(Request(path, headers, [], 598))
-                time.sleep(fault.seconds)
+                self.stopped.wait(fault.seconds)
                 self.close_connection = True
                 return
             if fault.kind == "status":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import orjson
-from conftest import event_line, fast_args, seqs, wait_until
+from kit import event_line, fast_args, seqs, wait_until
 
 
 def make_file(tmp_path, n=100):

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import Cli, append, event_line, fast_args, wait_until
 from fake_statsig import FakeStatsig
+from kit import Cli, append, event_line, fast_args, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import SECRET, append, cli_env, event_line, wait_until
 from fake_statsig import FakeStatsig
+from kit import SECRET, append, cli_env, event_line, wait_until
 
 from forwarder.settings import Settings, load_settings
 
@@ -196,20 +196,20 @@ def test_dockerfile_install_and_entrypoint_commands_work(tmp_path: Path, fake: F
                       FORWARDER_FLUSH_INTERVAL="0.2", FORWARDER_CHECKPOINT_INTERVAL="0.2")
     run_env["PATH"] = f"{venv / 'bin'}:{os.environ['PATH']}"
     command = [mapped(x) for x in exec_form(final.one("ENTRYPOINT")) + exec_form(final.one("CMD"))]
-    proc = subprocess.Popen(command, env=run_env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    server = subprocess.Popen(command, env=run_env, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
     try:
-        assert fake.wait_for(20), proc.stderr.read1(100000) if proc.poll() is not None else "no events"
+        assert fake.wait_for(20), server.communicate()[1][-3000:] if server.poll() is not None else "no events"
         health = exec_form(mapped(final.one("HEALTHCHECK").split(" CMD ", 1)[1]))
         assert wait_until(lambda: subprocess.run(health, env=run_env, capture_output=True).returncode == 0)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
             assert r.status == 200
-        proc.send_signal(getattr(signal, final.one("STOPSIGNAL")))
-        assert proc.wait(30) == 0
+        server.send_signal(getattr(signal, final.one("STOPSIGNAL")))
+        assert server.wait(30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if server.poll() is None:
+            server.kill()
+        server.communicate()
     assert (state / "checkpoints.json").exists()
     assert sorted(e["metadata"]["seq"] for e in fake.events) == list(range(20))
 
@@ -269,7 +269,8 @@ K8S = ROOT / "deploy" / "k8s"
 def load(name: str) -> dict[str, Any]:
     docs = [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
     assert len(docs) == 1
-    return docs[0]
+    doc: dict[str, Any] = docs[0]
+    return doc
 
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:

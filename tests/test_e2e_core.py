@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import SECRET, Cli, append, cli_env, event_line, fast_args, read_checkpoints, seqs, wait_until
+from kit import SECRET, Cli, append, cli_env, event_line, fast_args, read_checkpoints, seqs, wait_until
 
 
 def test_appended_events_arrive_with_exact_mapping(fake, spawn, tmp_path: Path) -> None:

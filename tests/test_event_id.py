@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 
-from conftest import event_line, fast_args, read_checkpoints
+from kit import event_line, fast_args, read_checkpoints
 
 
 def test_run_and_replay_of_a_gz_copy_give_the_same_ids(spawn, fake, tmp_path):

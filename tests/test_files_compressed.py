@@ -7,9 +7,9 @@ import os
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
-from conftest import fast_args, read_checkpoints
-from tailkit import assert_exactly_once, lines, logs_dir, run, wait_seqs, write
+from kit import assert_exactly_once, fast_args, lines, logs_dir, read_checkpoints, run, wait_seqs, write
 
 
 def _write_gz_slowly(dest: Path, data: bytes, pieces: int = 8, pause: float = 0.15) -> None:
@@ -23,7 +23,7 @@ def _write_gz_slowly(dest: Path, data: bytes, pieces: int = 8, pause: float = 0.
             time.sleep(pause)
 
 
-def _msgs(cli, text: str) -> list[dict]:
+def _msgs(cli, text: str) -> list[dict[str, Any]]:
     return [r for r in cli.logs() if text in r.get("msg", "")]
 
 

@@ -6,8 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from conftest import read_checkpoints, seqs, wait_until
-from tailkit import assert_exactly_once, logs_dir, run, wait_seqs, write
+from kit import assert_exactly_once, logs_dir, read_checkpoints, run, seqs, wait_seqs, wait_until, write
 
 
 def test_new_files_matching_recursive_glob_are_found_and_exclude_is_honoured(spawn, fake, tmp_path):

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
-from conftest import event_line, read_checkpoints, seqs, wait_until
-from tailkit import assert_exactly_once, assert_no_loss, deliver_and_stop, run, wait_seqs, write
+from kit import (
+    assert_exactly_once,
+    assert_no_loss,
+    deliver_and_stop,
+    event_line,
+    read_checkpoints,
+    run,
+    seqs,
+    wait_seqs,
+    wait_until,
+    write,
+)
 
 
 def _file(tmp_path: Path) -> Path:
@@ -16,7 +27,7 @@ def _file(tmp_path: Path) -> Path:
     return d / "events.ndjson"
 
 
-def _dead(state: Path) -> list[dict]:
+def _dead(state: Path) -> list[dict[str, Any]]:
     p = state / "dead-letter.ndjson"
     return [orjson.loads(x) for x in p.read_bytes().splitlines()] if p.exists() else []
 

@@ -6,8 +6,20 @@ import os
 import threading
 import time
 
-from conftest import event_line, fast_args, read_checkpoints, seqs, wait_until
-from tailkit import assert_exactly_once, assert_no_loss, deliver_and_stop, logs_dir, run, wait_seqs, write
+from kit import (
+    assert_exactly_once,
+    assert_no_loss,
+    deliver_and_stop,
+    event_line,
+    fast_args,
+    logs_dir,
+    read_checkpoints,
+    run,
+    seqs,
+    wait_seqs,
+    wait_until,
+    write,
+)
 
 
 def test_restart_resumes_at_saved_position(spawn, fake, tmp_path):

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import event_line
+from kit import event_line
 from watchdog.observers.polling import PollingObserver
 
 from forwarder.model import Chunk
@@ -60,7 +60,7 @@ def test_without_native_events_every_file_is_checked(tmp_path):
     assert len(t.poll(1 << 20)) == 1
     f.open("ab").write(event_line(1))
     [chunk] = t.poll(1 << 20)  # no notify(): polling mode reads anyway
-    assert chunk.data == event_line(1)
+    assert isinstance(chunk, Chunk) and chunk.data == event_line(1)
     t.close()
 
 
@@ -123,7 +123,7 @@ def test_native_observer_failure_falls_back_to_polling(tmp_path, caplog):
 
 def test_watch_limit_while_scheduling_falls_back_to_polling(tmp_path):
     class FullObserver(PollingObserver):
-        def schedule(self, *a: object, **k: object):  # type: ignore[override]
+        def schedule(self, *a: object, **k: object):
             raise OSError(errno.ENOSPC, "inotify watch limit reached")
 
     watching = start_observer({str(tmp_path): True}, threading.Event(), threading.Event(), False, 0.05,

@@ -6,7 +6,7 @@ import os
 import shutil
 import time
 
-from tailkit import assert_exactly_once, deliver_and_stop, lines, logs_dir, run, wait_seqs, write
+from kit import assert_exactly_once, deliver_and_stop, lines, logs_dir, run, wait_seqs, write
 
 
 def test_copytruncate_live_copy_resumes_at_saved_offset(spawn, fake, tmp_path):

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from conftest import SECRET, Cli, append, cli_env, event_line, fast_args, wait_until
 from fake_statsig import FakeStatsig
+from kit import SECRET, Cli, append, cli_env, event_line, fast_args, wait_until
 
 from forwarder.logs import Scrubber, redact
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from conftest import SECRET, Cli, append, event_line, fast_args, wait_until
 from fake_statsig import FakeStatsig
+from kit import SECRET, Cli, append, event_line, fast_args, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import SECRET, Cli, append, fast_args, wait_until
 from fake_statsig import FakeStatsig
+from kit import SECRET, Cli, append, fast_args, wait_until
 
 EVENTS = "/v1/analytics/events"
 BATCH = "/v1/analytics/batch"

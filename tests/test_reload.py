@@ -6,8 +6,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Cli, append, event_line, fast_args, seqs, wait_until
 from fake_statsig import FakeStatsig
+from kit import Cli, append, event_line, fast_args, seqs, wait_until
 from test_sdnotify import NotifySocket
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from conftest import event_line, fast_args, seqs
+from kit import event_line, fast_args, seqs
 
 T0 = 1760000000000  # event_line(seq) has time T0 + seq
 

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cli, append, event_line, fast_args, wait_until
 from fake_statsig import FakeStatsig
+from kit import Cli, append, event_line, fast_args, wait_until
 
 from forwarder.sdnotify import Notifier
 

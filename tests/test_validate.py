@@ -6,7 +6,7 @@ import gzip
 import subprocess
 
 import orjson
-from conftest import event_line
+from kit import event_line
 
 GOOD = event_line(1)
 LINES = [

@@ -5,6 +5,10 @@ SequenceSource (a FileTailer per plain file, a GzipSource per .gz), an EventSele
 decodes and filters lines, a TokenBucket paces the senders, and positions go to their own
 checkpoint file (`replay-checkpoints.json`, own lock) so a replay resumes where it was
 interrupted, never sends a file twice by accident, and never moves `run`'s positions.
+
+What it serves is its own (`REPLAY`), not `run`'s: health and metrics on --metrics-listen
+(a long replay can be watched and scraped), never the receiver (--listen is ignored with a
+warning: a replay reads finished files, nothing appends to them).
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from typing import Any
 
 import click
 
-from ..app import Forwarder, RunHooks, RunResult
+from ..app import Forwarder, RunHooks, RunResult, Server
 from ..decode.event import iso_to_epoch_ms
 from ..delivery.ratelimit import TokenBucket
+from ..errors import ConfigError
 from ..model import StatsigEvent
 from ..settings import Settings
 from ..source import Source
@@ -37,6 +42,7 @@ from ..stats import Stats
 log = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 130
+REPLAY_SERVES: frozenset[Server] = frozenset({"metrics"})
 RATE_BATCHES_PER_S = 4  # with --rate, batches hold at most rate/4 events: requests go out smoothly
 
 
@@ -77,7 +83,7 @@ class EventSelector:
 
 
 def expand(patterns: tuple[str, ...]) -> list[str]:
-    """Files named by paths and globs, each once, oldest (mtime) first; raises ClickException."""
+    """Files named by paths and globs, each once, oldest (mtime) first; raises ConfigError."""
     found: dict[str, tuple[float, str]] = {}
     for pattern in patterns:
         paths = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
@@ -87,12 +93,12 @@ def expand(patterns: tuple[str, ...]) -> list[str]:
             try:
                 st = os.stat(path)
             except OSError as e:
-                raise click.ClickException(f"cannot read {path}: {e.strerror}") from None
+                raise ConfigError(f"cannot read {path}: {e.strerror}") from None
             if not os.path.isfile(path):
                 continue
             found.setdefault(os.path.realpath(path), (st.st_mtime, path))
     if not found:
-        raise click.ClickException("no files to replay")
+        raise ConfigError("no files to replay")
     return [path for _, path in sorted(found.values())]
 
 
@@ -201,6 +207,7 @@ def replay(settings: Settings, patterns: tuple[str, ...], options: ReplayOptions
                                        "restart": options.restart})
     progress = Progress(total, options.progress_interval, sys.stderr.isatty())
     hooks = RunHooks(
+        serves=REPLAY_SERVES,
         namespace=REPLAY_CHECKPOINT_FILE,
         lock_name=REPLAY_LOCK_FILE,
         make_source=lambda checkpoints: sequence(files, checkpoints, settings, options.restart),

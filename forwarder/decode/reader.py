@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -47,7 +46,6 @@ class Reader:
         poll_interval: float,
         max_line_bytes: int,
         unknown_fields: UnknownFields,
-        senders: int,
         select: Selector | None = None,
         event_id_field: str = "",
     ) -> None:
@@ -60,19 +58,16 @@ class Reader:
         self.poll_interval = poll_interval
         self.max_line_bytes = max_line_bytes
         self.unknown_fields = unknown_fields
-        self.senders = senders
         self.select = select
         self.event_id_field = event_id_field  # metadata key of "<fingerprint>:<offset>"; "" = none
         self.stop = threading.Event()  # stop reading, ship what was read
         self.abort = threading.Event()  # give up even on shipping
 
     def run(self) -> None:
-        try:
-            self._loop()
-            self._ship(self.batcher.take())
-        finally:
-            for _ in range(self.senders):
-                self._put(None, force=True)
+        """Read until stopped or exhausted, then ship the partial batch. Whoever owns the
+        senders tells them that no more batches come (`Senders.stop`), once this returns."""
+        self._loop()
+        self._ship(self.batcher.take())
 
     def _loop(self) -> None:
         while not self.stop.is_set():
@@ -170,17 +165,10 @@ class Reader:
             self.batcher.mark(rejection.key, rejection.end)
 
     def _ship(self, batch: Batch | None) -> None:
-        if batch is not None:
-            self._put(batch)
-
-    def _put(self, batch: Batch | None, force: bool = False) -> None:
-        while True:
+        """Queue `batch`, waiting while the senders are behind (backpressure); dropped on abort."""
+        while batch is not None and not self.abort.is_set():
             try:
                 self.batches.put(batch, timeout=0.2)
                 return
             except queue.Full:
-                if self.abort.is_set() and not force:
-                    return
-                if self.abort.is_set():  # senders are gone; make room for the stop sentinel
-                    with contextlib.suppress(queue.Empty):
-                        self.batches.get_nowait()
+                continue

@@ -6,6 +6,7 @@ in file order before any checkpoint moves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
@@ -52,7 +53,12 @@ class Backoff:
 
 
 class Senders:
-    """A pool of worker threads draining the batch queue into the sink."""
+    """A pool of worker threads draining the batch queue into the sink.
+
+    Stopping, the same way for every worker: `stop()` queues one stop marker (None) per
+    worker behind the batches already queued, so each worker exits once the queue is drained;
+    `abort` (an Event, also their sleep) makes them give up at once, batches unacknowledged.
+    """
 
     def __init__(
         self,
@@ -78,20 +84,48 @@ class Senders:
         ]
         self._retrying = 0
         self._state_lock = threading.Lock()
+        self._markers = 0  # stop markers still to queue
+        self._marker_lock = threading.Lock()
 
     def start(self) -> None:
         for t in self._threads:
             t.start()
+
+    def stop(self) -> None:
+        """No more batches will come: each worker exits after the ones queued. Never blocks:
+        markers that do not fit yet are queued by `join`."""
+        with self._marker_lock:
+            self._markers = len(self._threads)
+        self._queue_markers()
+
+    def _queue_markers(self) -> None:
+        with self._marker_lock:
+            while self._markers:
+                try:
+                    self._batches.put_nowait(None)
+                except queue.Full:
+                    if not self.abort.is_set():
+                        return  # the workers are busy; the next join tries again
+                    with contextlib.suppress(queue.Empty):  # abandoned: stays unacknowledged
+                        self._batches.get_nowait()
+                    continue
+                self._markers -= 1
 
     def alive(self) -> bool:
         """True while every worker thread runs."""
         return all(t.is_alive() for t in self._threads)
 
     def join(self, deadline: float | None) -> bool:
-        """Wait for the workers; True if all finished before the monotonic deadline."""
-        for t in self._threads:
-            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        """Wait for the workers (after `stop` or `abort`); True if all finished before the deadline."""
+        while True:
+            self._queue_markers()
+            alive = [t for t in self._threads if t.is_alive()]
+            if not alive:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            alive[0].join(0.05 if left is None else min(0.05, left))
 
     def _work(self) -> None:
         while True:

@@ -1,34 +1,16 @@
-"""Torture-suite plumbing: the scale knob, per-scenario tallies and the session summary.
+"""Torture-suite fixtures: a row of the session summary per scenario (kit.Tally), printed at the end.
 
-`TORTURE_SCALE` (default 1) multiplies the counts (kills, events, examples) for nightly runs:
-`TORTURE_SCALE=10 bash .ci/run tests/torture`.
+`TORTURE_SCALE` (default 1, kit.SCALE) multiplies the counts (kills, events, examples) for
+nightly runs: `TORTURE_SCALE=10 bash .ci/run tests/torture`.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-SCALE = max(1, int(os.environ.get("TORTURE_SCALE", "1")))
-
-
-@dataclass
-class Tally:
-    """What one scenario wrote and what came out of the forwarder."""
-
-    scenario: str
-    written: int = 0
-    delivered: int = 0  # distinct events that reached the fake Statsig
-    duplicated: int = 0  # extra copies beyond the first
-    dead_lettered: int = 0
-    lost: int = 0
-    note: str = ""
-
+from kit import SCALE, Tally
 
 _TALLIES: list[Tally] = []
 
@@ -52,11 +34,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for t in _TALLIES:
         tr.write_line(f"{t.scenario:<{width}}  {t.written:>9} {t.delivered:>9} {t.duplicated:>10} "
                       f"{t.dead_lettered:>13} {t.lost:>5}  {t.note}")
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of a process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0

@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import event_line, fast_args, seqs
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from kit import SCALE, Tally, event_line, fast_args, seqs
 
 from forwarder.decode.codec import LineError, decode_line
 from forwarder.decode.reader import Reader
@@ -26,8 +26,6 @@ from forwarder.delivery.batcher import Batcher
 from forwarder.model import Chunk
 from forwarder.state.deadletter import DeadLetter
 from forwarder.stats import Stats
-
-from .conftest import SCALE, Tally
 
 MAX_LINE = 1024 * 1024
 JSON_WS = b" \t\r"
@@ -95,9 +93,9 @@ def hostile_lines(draw: st.DrawFn) -> bytes:
         return b'{"event_name":"a' + raw + b'b","metadata":{"k\\u' + f"{ch:04x}".encode() + b'":"v"}}'
     if kind == 5:  # huge or odd numbers in every numeric spot
         number = draw(st.integers() | st.floats(allow_nan=False, allow_infinity=False))
-        field = draw(st.sampled_from(["time", "value", "metadata"]))
-        return _event(**{field: {"n": number} if field == "metadata" else number}) if abs(number) < 2**64 \
-            else b'{"event_name":"e","' + field.encode() + b'":' + str(number).encode() + b"}"
+        name = draw(st.sampled_from(["time", "value", "metadata"]))
+        return _event(**{name: {"n": number} if name == "metadata" else number}) if abs(number) < 2**64 \
+            else b'{"event_name":"e","' + name.encode() + b'":' + str(number).encode() + b"}"
     if kind == 6:  # NUL bytes at the start (copytruncate hole), inside, at the end
         where = draw(st.sampled_from(["start", "inside", "end", "only"]))
         base = _event()
@@ -128,7 +126,7 @@ def reader_fates(lines: list[bytes], tmp: Path) -> tuple[list[Any], list[dict[st
     dead = DeadLetter(tmp / "dead.ndjson")
     batches: queue.Queue[Any] = queue.Queue()
     reader = Reader(_NoSource(), Batcher(10**6, 10**12, 3600), batches, dead, Stats(), threading.Event(),  # type: ignore[arg-type]
-                    0.1, MAX_LINE, "metadata", 1)
+                    0.1, MAX_LINE, "metadata")
     reader._chunk(Chunk("key", "fuzz", 0, b"".join(line + b"\n" for line in lines)))
     dead.close()
     records = [orjson.loads(r) for r in (tmp / "dead.ndjson").read_bytes().splitlines()] \

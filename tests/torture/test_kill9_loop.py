@@ -11,9 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from conftest import event_line, fast_args, seqs, wait_until
-
-from .conftest import SCALE, Tally
+from kit import SCALE, Tally, event_line, fast_args, seqs, wait_until
 
 BATCH = 100
 IN_FLIGHT = 2

@@ -7,9 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import append, event_line, fast_args, read_checkpoints, seqs, wait_until
-
-from .conftest import SCALE, Tally, rss_kib
+from kit import SCALE, Tally, append, event_line, fast_args, read_checkpoints, rss_kib, seqs, wait_until
 
 BATCH = 200
 IN_FLIGHT = 2

@@ -16,9 +16,7 @@ from typing import Any
 
 import httpx
 import orjson
-from conftest import fast_args, wait_until
-
-from .conftest import SCALE, Tally, rss_kib
+from kit import SCALE, Tally, fast_args, rss_kib, wait_until
 
 EVENTS = "/v1/analytics/events"
 BATCH = "/v1/analytics/batch"

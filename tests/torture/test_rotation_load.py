@@ -10,9 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import event_line, fast_args, seqs, wait_until
-
-from .conftest import SCALE, Tally
+from kit import SCALE, Tally, event_line, fast_args, seqs, wait_until
 
 
 class RotatingWriter(threading.Thread):
