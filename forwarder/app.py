@@ -54,6 +54,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Literal
 
 from .commands.check import check_in_background
+from .control import ReloadReporter, Runtime
 from .decode.reader import Reader, Selector
 from .delivery.acker import Acker
 from .delivery.batcher import Batcher
@@ -61,7 +62,7 @@ from .delivery.ratelimit import TokenBucket
 from .delivery.senders import Backoff, Senders
 from .delivery.sink import Sink, StatsigSink, StdoutSink
 from .errors import ConfigError
-from .health import Lag, LagProbe, readiness
+from .health import Lag, LagProbe, PathWatch, readiness
 from .logs import redact
 from .metrics import RunCollector
 from .model import Batch
@@ -132,6 +133,7 @@ class Pipeline:
     writer: CheckpointWriter | None  # None: positions do not move (dry run, stdin)
     deadletter: DeadLetter
     collector: RunCollector
+    paths: PathWatch | None = None  # says once that the paths do not exist yet, and when they appear
     watching: Watching | None = None  # started by `start`
     watchdog: Watchdog | None = None
 
@@ -167,6 +169,10 @@ class Forwarder:
         self._pipeline: Pipeline | None = None
         self._check: threading.Thread | None = None
         self.failed = False  # a worker thread crashed
+
+    def lag(self) -> Lag:
+        """Undelivered work now: the files followed, their sizes and delivered offsets."""
+        return self._lag()
 
     def ready(self) -> tuple[bool, list[str]]:
         """Readiness for /readyz: (ready, reasons it is not)."""
@@ -228,12 +234,13 @@ class Forwarder:
                         self.stats, self.wake, s.poll_interval, s.max_line_bytes, s.unknown_fields,
                         h.select, s.event_id_field)
 
-        def delivered(key: str) -> int | None:
+        def delivered(key: str) -> tuple[int, float] | None:
             state = checkpoints.get(key)
-            return None if state is None else state.offset
+            return None if state is None else (state.offset, state.updated)
 
+        paths = PathWatch(lambda: tailer.patterns, tailer.open_files) if tailer is not None else None
         self._lag = LagProbe(tailer.open_files if tailer is not None else list, delivered,
-                             lambda: [acker.oldest_opened(), reader.batcher.open_since()])
+                             lambda: [acker.oldest_opened(), reader.batcher.open_since()], paths)
         return Pipeline(
             servers=servers,
             source=source,
@@ -247,6 +254,7 @@ class Forwarder:
             writer=CheckpointWriter(checkpoints, deadletter, s.checkpoint_interval) if commit else None,
             deadletter=deadletter,
             collector=RunCollector("stdin" if stdin_mode else "file", self.stats, self._lag, self.ready),
+            paths=paths,
         )
 
     def _source(self, checkpoints: Checkpoints) -> tuple[Source, FileTailer | None]:
@@ -328,6 +336,9 @@ class Forwarder:
             p.writer.start()
         for server in p.servers:
             server.start()
+        if self.hooks.lock_name == LOCK_FILE:  # `run`, not a replay beside it: what `status` reads
+            Runtime.publish(self.settings.state_dir, {srv.name: srv.address for srv in p.servers},
+                            self.settings.paths)
         self.phase = "running"
         self.notifier.ready("forwarding" if p.delivering else "dry run")
         if self.notifier.watchdog_usec:
@@ -362,6 +373,8 @@ class Forwarder:
         return self._drain(p) and not self.failed  # a crashed worker's batch was never delivered
 
     def _tick(self, p: Pipeline) -> None:
+        if p.paths is not None:
+            p.paths.check()
         if self.hooks.tick is not None:
             self.hooks.tick(p.source, self.stats)
 
@@ -397,6 +410,8 @@ class Forwarder:
         self.phase = "stopping"
         for server in p.servers:
             server.stop()
+        if self.hooks.lock_name == LOCK_FILE:
+            Runtime.remove(self.settings.state_dir)
         if p.watchdog is not None:
             p.watchdog.stopped.set()
         with contextlib.suppress(KeyError):  # not registered: start failed before
@@ -427,14 +442,17 @@ class Forwarder:
         Files no longer matched are drained to their end and released like rotated ones, and
         files matched anew start at their checkpoint: no event is skipped or lost.
         """
+        reporter = ReloadReporter(self.settings.state_dir)  # what `statsig-forwarder reload` waits for
         if self._reload_settings is None:
             log.warning("SIGHUP ignored: no configuration to re-read")
+            reporter.report("refused", "no configuration to re-read")
             return
         self.notifier.reloading()
         try:
             new = self._reload_settings()
         except Exception as e:  # keep running on the old configuration
             log.error("reload failed, keeping the current configuration", extra={"error": str(e)})
+            reporter.report("refused", str(e))
             self.notifier.ready("forwarding (reload failed)")
             return
         old = self.settings
@@ -443,6 +461,11 @@ class Forwarder:
         if "paths" in applied and (p.tailer is None or "-" in new.paths or not new.paths):
             applied.remove("paths")  # stdin <-> files is another process
         restart = [k for k in changed if k not in applied]
+        # Batching first: files matched anew must not be read into a batch of the old size.
+        batcher = p.reader.batcher
+        batcher.batch_size, batcher.batch_bytes, batcher.flush_interval = (
+            new.batch_size, new.batch_bytes, new.flush_interval)
+        p.backoff.initial, p.backoff.maximum = new.retry_initial, new.retry_max
         if p.tailer is not None:
             p.tailer.options.scan_interval = new.glob_interval
             p.tailer.options.rotate_wait = new.rotate_wait
@@ -452,16 +475,13 @@ class Forwarder:
                 if p.watching is not None:
                     p.watching.stop()
                 p.watching = self._watch(p.tailer, new)
-        batcher = p.reader.batcher
-        batcher.batch_size, batcher.batch_bytes, batcher.flush_interval = (
-            new.batch_size, new.batch_bytes, new.flush_interval)
-        p.backoff.initial, p.backoff.maximum = new.retry_initial, new.retry_max
         logging.getLogger().setLevel(new.log_level.upper())
         self.settings = old.model_copy(update={k: getattr(new, k) for k in applied})
         self.wake.set()
         log.info("configuration reloaded", extra={"applied": applied, "paths": self.settings.paths})
         if restart:
             log.warning("changed options need a restart to take effect", extra={"options": restart})
+        reporter.report("applied", applied=applied, restart=restart)
         self.notifier.ready("forwarding")
 
     # -- process: state dir, signals, crashed threads ------------------------------------

@@ -1,11 +1,14 @@
-"""Command line: `statsig-forwarder run|receive|check`. Every Settings field is also a flag.
+"""Command line: run, receive, check, replay, validate, checkpoints, reload, status, top.
 
-Start-up failures of every command (bad configuration, a busy port, a locked state
-directory, missing files) end in one line on stderr, `error: ...`, and exit 2 (`_Commands`).
+Every Settings field is also a flag of `run` and `replay`; the other commands offer those they
+use (settings.also). Start-up failures of every command (bad configuration, a busy port, a
+locked state directory, missing files) end in one line on stderr, `error: ...`, and exit 2
+(`_Commands`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import typing
 from collections.abc import Callable
@@ -18,8 +21,8 @@ from pydantic.fields import FieldInfo
 
 from . import __version__
 from .errors import ConfigError, ServeError, StateLockedError
-from .logs import Scrubber, setup_logging
-from .settings import Settings, load_settings
+from .logs import Scrubber, is_journal_stream, setup_logging
+from .settings import Settings, flag_commands, load_settings
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
 
@@ -47,10 +50,13 @@ def _click_type(info: FieldInfo) -> tuple[Any, bool]:
     return str, False
 
 
-def _flag_fields() -> list[tuple[str, list[str], FieldInfo]]:
-    """(parameter name, flags, field) for every option with a flag; nested ones as section__key."""
+def _flag_fields(command: str) -> list[tuple[str, list[str], FieldInfo]]:
+    """(parameter name, flags, field) for every option `command` offers as a flag (settings.also);
+    nested ones as section__key."""
     out = []
     for name, info in Settings.model_fields.items():
+        if command not in flag_commands(info):
+            continue
         ann = info.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             for sub, sub_info in ann.model_fields.items():
@@ -65,9 +71,13 @@ def _flag_fields() -> list[tuple[str, list[str], FieldInfo]]:
     return out
 
 
-def settings_options(func: F) -> F:
-    """Add one --flag per Settings field (default None: unset, so env/TOML apply)."""
-    for name, flags, info in reversed(_flag_fields()):
+def settings_options(command: str) -> Callable[[F], F]:
+    """Add one --flag per Settings field `command` uses (default None: unset, so env/TOML apply)."""
+    return lambda func: _add_settings_options(func, command)
+
+
+def _add_settings_options(func: F, command: str) -> F:
+    for name, flags, info in reversed(_flag_fields(command)):
         ctype, is_flag = _click_type(info)
         help_text = info.description
         if is_flag:
@@ -127,13 +137,13 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1)
-@settings_options
+@settings_options("run")
 def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
     """Tail PATHS (files or globs; '-' for stdin) and deliver their events to Statsig.
 
     Without STATSIG_SERVER_SECRET_KEY, runs as a dry run that prints events to stdout.
     """
-    from .app import Forwarder
+    from .app import RUN, Forwarder
 
     settings = build_settings(config, paths, options)
     setup_logging(settings.log_level, settings.log_format, [settings.secret_key or "",
@@ -144,14 +154,28 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
         raise click.UsageError("'-' (stdin) cannot be combined with files")
     if settings.receiver.listen is not None:
         settings.receiver_log_path  # noqa: B018 - fails now, not after start-up, when it cannot be derived
-    result = Forwarder(settings, reload=lambda: build_settings(config, paths, options)).run()
+    progress = None
+    hooks = RUN
+    if settings.once and settings.paths != ["-"] and sys.stderr.isatty():
+        from .commands.progress import Progress, delivered_bytes
+
+        commits = settings.commit or not (settings.dry_run or settings.secret_key is None)  # as app.py decides
+        progress = Progress("run --once", delivered_bytes(lambda: forwarder.lag(), commits), None, True)
+        hooks = dataclasses.replace(RUN, tick=progress.tick)
+    forwarder = Forwarder(settings, reload=lambda: build_settings(config, paths, options), hooks=hooks)
+    result = None
+    try:
+        result = forwarder.run()
+    finally:
+        if progress is not None:
+            progress.close(complete=result is not None and result.clean and not result.interrupted)
     if result.failed:
         sys.exit(1)
 
 
 @main.command()
 @click.argument("paths", nargs=-1)
-@settings_options
+@settings_options("receive")
 def receive(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
     """Only the HTTP receiver: append posted events to receiver.log_path (default: the first of PATHS).
 
@@ -166,7 +190,7 @@ def receive(config: Path | None, paths: tuple[str, ...], **options: Any) -> None
 
 
 @main.command()
-@settings_options
+@settings_options("check")
 def check(config: Path | None, **options: Any) -> None:
     """Check with statsig-python-core that the key and the Statsig endpoints answer."""
     from .commands.check import check_statsig
@@ -176,6 +200,77 @@ def check(config: Path | None, **options: Any) -> None:
     result = check_statsig(settings)
     click.echo(Scrubber([settings.secret_key or ""])(result.describe()), err=not result.ok)
     sys.exit(0 if result.ok else 1)
+
+
+def _instance_options(func: F) -> F:
+    func = click.option("--address", metavar="HOST:PORT",
+                        help="Its /metrics address (default: from <state_dir>/runtime.json).")(func)
+    func = click.option("--state-dir", "state_dir", type=click.Path(path_type=Path),
+                        help="Its state directory (default: as `run` would use).")(func)
+    func = click.option("--config", "config", type=click.Path(path_type=Path),
+                        help="TOML config file, for its state_dir and addresses.")(func)
+    return func
+
+
+@main.command()
+@_instance_options
+@click.option("--interval", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds between the two scrapes that give the rates (0: one scrape, no rates).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def status(config: Path | None, state_dir: Path | None, address: str | None, interval: float,
+           as_json: bool) -> None:
+    """One screen on a forwarder: files and lag, Statsig state, last problem, rates, dead letters.
+
+    From a running instance's /metrics and /readyz (--metrics-listen, or the receiver's
+    address), or from its state directory when it is stopped. Exit 0 when it runs, 3 when not.
+    """
+    import orjson
+
+    from .commands.status import Target, render_text, sample
+
+    settings = build_settings(config, (), {"state_dir": state_dir})
+    st = sample(Target.find(settings, address), interval)
+    if as_json:
+        click.echo(orjson.dumps(st.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render_text(st))
+    sys.exit(0 if st.running else 3)
+
+
+@main.command()
+@_instance_options
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between refreshes (one /metrics scrape each).")
+def top(config: Path | None, state_dir: Path | None, address: str | None, interval: float) -> None:
+    """`status`, live: rates, lag per file with its trend and a bar; q or Ctrl-C quits."""
+    from .commands.status import Target
+    from .commands.top import top as show
+
+    settings = build_settings(config, (), {"state_dir": state_dir})
+    sys.exit(show(lambda: Target.find(settings, address), interval))
+
+
+@main.command("reload")
+@click.option("--pid", type=int, required=True, help="Process id of the running forwarder ($MAINPID).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="Seconds to wait for its answer.")
+@click.option("--state-dir", "state_dir", type=click.Path(path_type=Path),
+              help="Its state directory (default: found from the lock the process holds).")
+def reload_cmd(pid: int, timeout: float, state_dir: Path | None) -> None:
+    """Make a running forwarder re-read its configuration, and wait until it applied or refused it.
+
+    For systemd's ExecReload=. Exit 0 when applied, 1 when refused (the reason on stderr; it keeps
+    running on its previous configuration), 2 when there is no answer (no such process, timeout).
+    """
+    from .commands.reload import EXIT_APPLIED
+    from .commands.reload import reload as do_reload
+
+    answer = do_reload(pid, state_dir, timeout)
+    failed = answer.code != EXIT_APPLIED
+    # Under ExecReload= stderr is the journal: file a refusal as an error there (`journalctl -p err`).
+    prefix = "<3>" if failed and is_journal_stream(2) else ""
+    click.echo(prefix + answer.message, err=failed)
+    sys.exit(answer.code)
 
 
 @main.command()
@@ -190,7 +285,7 @@ def check(config: Path | None, **options: Any) -> None:
 @click.option("--restart", is_flag=True, help="Forget this replay's saved positions of FILES; start over.")
 @click.option("--progress-interval", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Seconds between progress log lines (when not on a terminal).")
-@settings_options
+@settings_options("replay")
 def replay(config: Path | None, files: tuple[str, ...], since: str | None, until: str | None,
            require_time: bool, filter_event: tuple[str, ...], rate: float | None, restart: bool,
            progress_interval: float, **options: Any) -> None:
@@ -220,7 +315,7 @@ def replay(config: Path | None, files: tuple[str, ...], since: str | None, until
 @main.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per bad line, then a summary object.")
-@settings_options
+@settings_options("validate")
 def validate(config: Path | None, files: tuple[str, ...], as_json: bool, **options: Any) -> None:
     """Check FILES ('-' for stdin; .gz read through) line by line as `run` would; send nothing.
 

@@ -1,11 +1,18 @@
-"""Structured logging: text on a terminal, JSON lines otherwise; secrets redacted."""
+"""Structured logging: text on a terminal, JSON lines otherwise; secrets redacted.
+
+When stderr is systemd's journal stream, each line starts with its syslog priority
+(`<3>` error, ...), which journald strips and records, so `journalctl -p err` works.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -76,6 +83,50 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+# syslog priorities (sd-daemon(3)): what journald files each line under.
+SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a logging level (levels in between take the next lower one's)."""
+    return next((p for level, p in SYSLOG_PRIORITY.items() if levelno >= level), 7)
+
+
+def is_journal_stream(fd: int, env: Mapping[str, str] | None = None) -> bool:
+    """Is `fd` the stream systemd connected to the journal? ($JOURNAL_STREAM is its "dev:inode")."""
+    value = (os.environ if env is None else env).get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+def _fileno(stream: Any) -> int | None:
+    try:
+        return int(stream.fileno())
+    except (AttributeError, ValueError, OSError):  # replaced by a test runner, or closed
+        return None
+
+
+class JournalFormatter(logging.Formatter):
+    """Prefixes every line of another formatter's output with `<N>`, N the record's syslog priority.
+
+    Every line: journald reads a multi-line record (a text traceback) as one entry per line.
+    """
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
+
+
 class RedactingFilter(logging.Filter):
     """Last line of defence: replaces the secret wherever it appears in a record."""
 
@@ -95,15 +146,48 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+@dataclass(frozen=True)
+class Problem:
+    """A warning or error that was logged."""
+
+    time: float  # epoch s
+    level: str
+    message: str  # the message, then its `error` field if any (secrets scrubbed, at most 300 chars)
+
+
+class LastProblem(logging.Handler):
+    """Remembers the last warning or error logged, for metrics (`last_error_info`) and `status`."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: Problem | None = None
+        self.scrub = Scrubber([])
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        error = getattr(record, "error", None)
+        if error:
+            text += f": {error}"
+        self.last = Problem(record.created, record.levelname.lower(), self.scrub(text)[:300])
+
+
+LAST_PROBLEM = LastProblem()
+
+
 def setup_logging(level: str, fmt: str, secrets: list[str]) -> None:
     """Configure the root logger on stderr (stdout carries dry-run events)."""
     if fmt == "auto":
         fmt = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    fd = _fileno(sys.stderr)
+    if fd is not None and is_journal_stream(fd):
+        formatter = JournalFormatter(formatter)
+    handler.setFormatter(formatter)
     handler.addFilter(RedactingFilter(secrets))
+    LAST_PROBLEM.scrub = Scrubber(secrets)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, LAST_PROBLEM]
     root.setLevel(level.upper())
     for noisy in ("watchdog",):
         logging.getLogger(noisy).setLevel(logging.WARNING)

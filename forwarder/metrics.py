@@ -15,10 +15,15 @@ per request and once per batch. Reference (all names start with `statsig_forward
     request_duration_seconds{outcome}        histogram of each POST: ok | retryable | auth_failed | rejected
     batch_latency_seconds                    histogram: first event of a batch read -> batch accepted
     file_bytes_behind{path}                  file size minus its delivered checkpoint
+    file_size_bytes{path}                    size of each followed file
+    file_delivered_offset_bytes{path}        its delivered checkpoint (where reading began, before any)
+    file_last_delivery_timestamp_seconds{path}  when that checkpoint last moved (0: not yet)
     files_open                               files being followed
     oldest_undelivered_event_age_seconds     age of the oldest event read but not yet acknowledged
     sink_state{state}                        1 for the current state: ok | retrying | auth_failed
     ready                                    1 when /readyz answers 200
+    last_error_info{level,message}           1, labelled with the last warning or error logged
+    last_error_timestamp_seconds             when it was logged (0: none yet)
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .health import Lag
+from .logs import LAST_PROBLEM
 from .stats import Stats
 
 PREFIX = "statsig_forwarder_"
@@ -113,12 +119,25 @@ class RunCollector(Collector):
         files = GaugeMetricFamily(PREFIX + "files_open", "Files being followed.")
         oldest = GaugeMetricFamily(PREFIX + "oldest_undelivered_event_age_seconds",
                                    "Age of the oldest event read but not yet acknowledged (0: none).")
+        size = GaugeMetricFamily(PREFIX + "file_size_bytes", "Size of each followed file.", labels=["path"])
+        offset = GaugeMetricFamily(PREFIX + "file_delivered_offset_bytes",
+                                   "Delivered checkpoint of each followed file.", labels=["path"])
+        moved = GaugeMetricFamily(PREFIX + "file_last_delivery_timestamp_seconds",
+                                  "When each file's delivered checkpoint last moved (0: not yet).",
+                                  labels=["path"])
         if lag is not None:
             for path, n in sorted(lag.bytes_behind.items()):
                 behind.add_metric([path], n)
+            for path, f in sorted(lag.files.items()):
+                size.add_metric([path], f.size)
+                offset.add_metric([path], f.delivered)
+                moved.add_metric([path], f.moved)
             files.add_metric([], len(lag.bytes_behind))
             oldest.add_metric([], lag.oldest_age)
         yield behind
+        yield size
+        yield offset
+        yield moved
         yield files
         yield oldest
 
@@ -131,3 +150,14 @@ class RunCollector(Collector):
         if ready is not None:
             ready_family.add_metric([], 1.0 if ready else 0.0)
         yield ready_family
+        problem = GaugeMetricFamily(PREFIX + "last_error_info", "1, labelled with the last warning or error "
+                                    "logged.", labels=["level", "message"])
+        when = GaugeMetricFamily(PREFIX + "last_error_timestamp_seconds",
+                                 "When the last warning or error was logged (0: none yet).")
+        if s is not None:
+            last = LAST_PROBLEM.last
+            if last is not None:
+                problem.add_metric([last.level, last.message], 1.0)
+            when.add_metric([], last.time if last is not None else 0.0)
+        yield problem
+        yield when

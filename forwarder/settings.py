@@ -25,6 +25,18 @@ DEFAULT_API = "https://events.statsigapi.net/v1"
 ENV_ALIASES = {"FORWARDER_RECEIVER_TOKEN": ("receiver", "token")}
 
 
+def also(*commands: str) -> dict[str, Any]:
+    """Field metadata: the commands besides `run` and `replay` (which take every option) that
+    offer this option as a flag; the others still accept it from the environment and TOML."""
+    return {"commands": list(commands)}
+
+
+def flag_commands(info: Any) -> set[str]:
+    """The commands whose --help lists the option described by FieldInfo `info`."""
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    return {"run", "replay", *extra.get("commands", [])}
+
+
 def _default_state_dir() -> Path:
     # systemd's StateDirectory= exports $STATE_DIRECTORY (possibly several, colon-separated).
     state = os.environ.get("STATE_DIRECTORY")
@@ -88,7 +100,8 @@ class Settings(BaseSettings):
     paths: list[str] = Field(default_factory=list, description="Files or globs to tail; '-' is stdin.")
     state_dir: Path = Field(default_factory=_default_state_dir,
                             description="Checkpoints, lock and dead-letter file ($STATE_DIRECTORY under systemd).")
-    statsig_api: str = Field(DEFAULT_API, description="Statsig API base; events go to {statsig_api}/log_event.")
+    statsig_api: str = Field(DEFAULT_API, description="Statsig API base; events go to {statsig_api}/log_event.",
+                             json_schema_extra=also("check"))
     statsig_server_secret_key: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("statsig_server_secret_key", "STATSIG_SERVER_SECRET_KEY"),
@@ -98,8 +111,10 @@ class Settings(BaseSettings):
         None,
         description="Config-specs URL for the start-up check "
         "(default: {statsig_api}/download_config_specs, or the SDK's CDN for the default API).",
+        json_schema_extra=also("check"),
     )
-    check_timeout: float = Field(5.0, gt=0, description="Seconds the start-up check may take.")
+    check_timeout: float = Field(5.0, gt=0, description="Seconds the start-up check may take.",
+                                 json_schema_extra=also("check"))
     batch_size: int = Field(500, ge=1, le=10000, description="Events per request at most.")
     batch_bytes: int = Field(1_000_000, ge=1024, description="Raw line bytes per request at most.")
     flush_interval: float = Field(1.0, gt=0, description="Seconds after its first event a batch is sent anyway.")
@@ -111,9 +126,11 @@ class Settings(BaseSettings):
     checkpoint_interval: float = Field(1.0, gt=0, description="Seconds between checkpoint writes.")
     shutdown_timeout: float = Field(10.0, ge=0, description="Seconds to deliver what was read after SIGTERM.")
     start_at: Literal["beginning", "end"] = Field("beginning", description="Where a file without checkpoint starts.")
-    max_line_bytes: int = Field(1024 * 1024, ge=64, description="Longer lines are dead-lettered.")
+    max_line_bytes: int = Field(1024 * 1024, ge=64, description="Longer lines are dead-lettered.",
+                                json_schema_extra=also("receive", "validate"))
     unknown_fields: Literal["metadata", "reject"] = Field(
-        "metadata", description="Unknown top-level keys of an event: moved into metadata, or reject the line.")
+        "metadata", description="Unknown top-level keys of an event: moved into metadata, or reject the line.",
+        json_schema_extra=also("receive", "validate"))
     event_id_field: str = Field(
         "forwarder_event_id", description="Metadata key of each event's stable id (file fingerprint + byte "
         "offset of its line), for downstream de-duplication; empty: no id.")
@@ -142,9 +159,11 @@ class Settings(BaseSettings):
     once: bool = Field(False, description="Read every file to its end, deliver, and exit (no following).")
     dry_run: bool = Field(False, description="Print events to stdout instead of sending them.")
     commit: bool = Field(False, description="With --dry-run: advance checkpoints anyway.")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.",
+                                                                    json_schema_extra=also("receive", "check"))
     log_format: Literal["auto", "text", "json"] = Field(
-        "auto", description="Log format; auto is text on a terminal, JSON otherwise.")
+        "auto", description="Log format; auto is text on a terminal, JSON otherwise.",
+        json_schema_extra=also("receive", "check"))
     metrics_listen: str | None = Field(
         None, description="HOST:PORT serving only /healthz, /readyz and /metrics (--listen serves them too).")
     ready_max_lag_bytes: int | None = Field(
@@ -154,7 +173,7 @@ class Settings(BaseSettings):
         None, gt=0, description="/readyz fails while the oldest undelivered event is older than this "
         "many seconds (unset: no bound).")
     receiver: ReceiverSettings = Field(default_factory=lambda: ReceiverSettings(),
-                                       description="The HTTP receiver.")
+                                       description="The HTTP receiver.", json_schema_extra=also("receive"))
 
     @model_validator(mode="after")
     def _derived(self) -> Settings:

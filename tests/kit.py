@@ -1,16 +1,19 @@
 """Test helpers, in one place: the CLI as a process, event lines, waiting, file scenarios,
-and the torture suite's scale and tallies. Fixtures live in conftest.py and use these."""
+the torture suite's scale and tallies, and a real terminal (tmux). Fixtures live in conftest.py and use these."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any
 
 import orjson
 from fake_statsig import FakeStatsig
+from prometheus_client.parser import text_string_to_metric_families
 
 SECRET = "secret-test-key-0123456789"
 
@@ -222,3 +226,111 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+# -- a real terminal: a tmux server of our own, one window of a fixed size --------------
+class Tmux:
+    """Start a command in a window, read the screen (`capture-pane`), send keys."""
+
+    def __init__(self, name: str) -> None:
+        self.base = ["tmux", "-L", name]
+        self.session = "t"
+
+    def start(self, command: str, cwd: Path, width: int = 150, height: int = 40, session: str = "t") -> None:
+        """Run `command` in a new session; `screen` and `keys` then address that session."""
+        self.session = session
+        subprocess.run([*self.base, "new-session", "-d", "-x", str(width), "-y", str(height), "-s", session,
+                        "-c", str(cwd), command], check=True, env={**cli_env(), "TERM": "xterm-256color"})
+
+    def screen(self) -> str:
+        done = subprocess.run([*self.base, "capture-pane", "-p", "-t", self.session], capture_output=True,
+                              text=True)
+        return done.stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run([*self.base, "send-keys", "-t", self.session, *keys], check=True)
+
+    def kill(self) -> None:
+        subprocess.run([*self.base, "kill-server"], capture_output=True)
+
+
+@contextlib.contextmanager
+def tmux_session(tmp_path: Path) -> Iterator[Tmux]:
+    assert shutil.which("tmux"), "tmux is required (.ci/run installs it)"
+    t = Tmux(f"forwarder-test-{os.getpid()}-{tmp_path.name}")
+    try:
+        yield t
+    finally:
+        t.kill()
+
+
+# -- HTTP, systemd notify and config helpers --------------------------------------------
+P = "statsig_forwarder_"  # metric name prefix
+
+
+class Http:
+    """Client for the CLI's --metrics-listen endpoint (port taken from its log)."""
+
+    def __init__(self, cli: Cli) -> None:
+        rec = cli.wait_log("metrics listening")
+        self.base = "http://" + rec["address"]
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        status, body = self.get("/metrics")
+        assert status == 200
+        out = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.metrics().get((name, tuple(sorted(labels.items()))), float("nan"))
+
+    def ready(self) -> tuple[int, dict[str, Any]]:
+        status, body = self.get("/readyz")
+        return status, orjson.loads(body)
+
+
+class NotifySocket:
+    """A unix datagram socket collecting what the service sends, like systemd does."""
+
+    def __init__(self, address: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.sock.settimeout(0.2)
+        self.address = address
+        self.messages: list[dict[str, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._recv, daemon=True)
+        self._thread.start()
+
+    def _recv(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines()))
+
+    def kinds(self) -> list[str]:
+        names = ("READY", "WATCHDOG", "STOPPING", "RELOADING")
+        return [next(k for k in names if k in m) for m in self.messages if any(k in m for k in names)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def write_config(path: Path, paths: list[Path], **extra: object) -> None:
+    lines = [f"paths = [{', '.join(repr(str(p)) for p in paths)}]"]
+    lines += [f"{k} = {v!r}" for k, v in extra.items()]
+    path.write_text("\n".join(lines).replace("'", '"') + "\n")

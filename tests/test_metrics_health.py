@@ -2,50 +2,11 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import orjson
 from fake_statsig import FakeStatsig
-from kit import SECRET, Cli, append, event_line, fast_args, wait_until
-from prometheus_client.parser import text_string_to_metric_families
-
-
-class Http:
-    """Client for the CLI's --metrics-listen endpoint (port taken from its log)."""
-
-    def __init__(self, cli: Cli) -> None:
-        rec = cli.wait_log("metrics listening")
-        self.base = "http://" + rec["address"]
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(self.base + path, timeout=5) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        status, body = self.get("/metrics")
-        assert status == 200
-        out = {}
-        for family in text_string_to_metric_families(body.decode()):
-            for sample in family.samples:
-                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-        return out
-
-    def value(self, name: str, **labels: str) -> float:
-        return self.metrics().get((name, tuple(sorted(labels.items()))), float("nan"))
-
-    def ready(self) -> tuple[int, dict[str, Any]]:
-        status, body = self.get("/readyz")
-        return status, orjson.loads(body)
-
-
-P = "statsig_forwarder_"
+from kit import SECRET, Cli, Http, P, append, event_line, fast_args, wait_until
 
 
 def start(

@@ -7,14 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fake_statsig import FakeStatsig
-from kit import Cli, append, event_line, fast_args, seqs, wait_until
-from test_sdnotify import NotifySocket
-
-
-def write_config(path: Path, paths: list[Path], **extra: object) -> None:
-    lines = [f"paths = [{', '.join(repr(str(p)) for p in paths)}]"]
-    lines += [f"{k} = {v!r}" for k, v in extra.items()]
-    path.write_text("\n".join(lines).replace("'", '"') + "\n")
+from kit import Cli, NotifySocket, append, event_line, fast_args, seqs, wait_until, write_config
 
 
 def test_sighup_applies_new_globs_and_batching_without_loss(

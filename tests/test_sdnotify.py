@@ -4,47 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fake_statsig import FakeStatsig
-from kit import Cli, append, event_line, fast_args, wait_until
+from kit import Cli, NotifySocket, append, event_line, fast_args, wait_until
 
 from forwarder.sdnotify import Notifier
-
-
-class NotifySocket:
-    """A unix datagram socket collecting what the service sends, like systemd does."""
-
-    def __init__(self, address: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
-        self.sock.settimeout(0.2)
-        self.address = address
-        self.messages: list[dict[str, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._recv, daemon=True)
-        self._thread.start()
-
-    def _recv(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines()))
-
-    def kinds(self) -> list[str]:
-        names = ("READY", "WATCHDOG", "STOPPING", "RELOADING")
-        return [next(k for k in names if k in m) for m in self.messages if any(k in m for k in names)]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
 
 
 @pytest.fixture

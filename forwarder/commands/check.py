@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from ..settings import Settings
 
@@ -58,9 +59,20 @@ def check_statsig(settings: Settings) -> CheckResult:
     except Exception as e:  # the SDK is advisory here; never let it stop delivery
         result = CheckResult(False, "error", f"{type(e).__name__}: {e}", int((time.monotonic() - started) * 1000))
     finally:
-        with contextlib.suppress(Exception):
-            statsig.shutdown().result(timeout=3)
+        _shutdown(statsig, 3.0)
     return result
+
+
+def _shutdown(statsig: Any, timeout: float) -> None:
+    """Stop the SDK and wait for it: its threads still running at interpreter exit print
+    `StatsigSafeGil: GIL Unavailable`. `shutdown()` returns a threading.Event in
+    statsig-python-core 0.24 (a future in some other versions)."""
+    with contextlib.suppress(Exception):
+        done = statsig.shutdown()
+        if hasattr(done, "result"):
+            done.result(timeout=timeout)
+        elif hasattr(done, "wait"):
+            done.wait(timeout)
 
 
 def check_in_background(settings: Settings) -> threading.Thread:

@@ -37,7 +37,7 @@ from ..source.fingerprint import fingerprint_fd
 from ..source.sequence import Part, SequenceSource
 from ..state.checkpoints import REPLAY_CHECKPOINT_FILE, Checkpoints
 from ..state.lock import REPLAY_LOCK_FILE
-from ..stats import Stats
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -137,53 +137,6 @@ def sequence(files: list[str], checkpoints: Checkpoints, settings: Settings, res
     return SequenceSource([Part(path, os.path.getsize(path), opener(path)) for path in files])
 
 
-class Progress:
-    """A progress bar on a terminal (events, bytes, ETA); a log line every `interval` otherwise."""
-
-    def __init__(self, total_bytes: int, interval: float, tty: bool) -> None:
-        self.stats = Stats()
-        self.total = total_bytes
-        self.interval = interval
-        self.started = time.monotonic()
-        self._next_log = self.started + interval
-        self._shown = 0
-        self._bar: Any = None
-        if tty:
-            self._bar = click.progressbar(length=max(total_bytes, 1), label="replay", file=sys.stderr,
-                                          show_eta=True, show_percent=True, show_pos=True,
-                                          item_show_func=lambda _: self._events())
-            self._bar.__enter__()
-
-    def _events(self) -> str:
-        s = self.stats
-        return f"{s.events_read} events, {s.events_delivered} delivered"
-
-    def tick(self, source: Source, stats: Stats) -> None:
-        self.stats = stats
-        pos = getattr(source, "disk_position", 0)
-        if self._bar is not None:
-            if pos > self._shown:
-                self._bar.update(pos - self._shown)
-                self._shown = pos
-            else:
-                self._bar.render_progress()
-            return
-        now = time.monotonic()
-        if now >= self._next_log:
-            self._next_log = now + self.interval
-            elapsed = now - self.started
-            eta = (self.total - pos) * elapsed / pos if pos else None
-            log.info("replay progress", extra={
-                "events_read": self.stats.events_read, "events_delivered": self.stats.events_delivered,
-                "bytes_read": pos, "bytes_total": self.total,
-                "percent": round(100 * pos / self.total, 1) if self.total else 100.0,
-                "eta_s": None if eta is None else round(eta, 1)})
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-
-
 @dataclass
 class ReplayOptions:
     """The replay command's own options (the rest are Settings)."""
@@ -205,7 +158,8 @@ def replay(settings: Settings, patterns: tuple[str, ...], options: ReplayOptions
     total = sum(os.path.getsize(f) for f in files)
     log.info("replay starting", extra={"files": files, "bytes": total, "rate": options.rate,
                                        "restart": options.restart})
-    progress = Progress(total, options.progress_interval, sys.stderr.isatty())
+    progress = Progress("replay", lambda source: (getattr(source, "disk_position", 0), total),
+                        options.progress_interval, sys.stderr.isatty(), total)
     hooks = RunHooks(
         serves=REPLAY_SERVES,
         namespace=REPLAY_CHECKPOINT_FILE,
@@ -216,10 +170,11 @@ def replay(settings: Settings, patterns: tuple[str, ...], options: ReplayOptions
         tick=progress.tick,
     )
     started = time.monotonic()
+    result = None
     try:
         result = Forwarder(settings, hooks=hooks).run()
     finally:
-        progress.close()
+        progress.close(complete=result is not None and result.clean and not result.interrupted)
     summary = summarize(result, time.monotonic() - started)
     log.info("replay finished" if not result.interrupted else "replay interrupted", extra=summary)
     click.echo(format_summary(summary, result), err=True)

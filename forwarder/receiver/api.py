@@ -359,13 +359,17 @@ def default_ready(appender: Appender | None, pipeline: Ready | None = None) -> R
 
     def ready() -> tuple[bool, list[str]]:
         reasons = []
+        ready = True
         if appender is not None:
             ok, why = appender.writable()
             if not ok:
+                ready = False
                 reasons.append(why)
         if pipeline is not None:
-            reasons.extend(pipeline()[1])
-        return not reasons, reasons
+            ok, notes = pipeline()  # notes may come with ok (following no file yet)
+            ready = ready and ok
+            reasons.extend(notes)
+        return ready, reasons
 
     return ready
 
