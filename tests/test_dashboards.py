@@ -74,9 +74,10 @@ def alert_rules() -> list[dict[str, Any]]:
 
 
 def exported_names(spawn: Callable[..., Cli], fake: FakeStatsig, tmp_path: Path) -> set[str]:
-    """Sample names on a live `/metrics` after events were delivered and the receiver answered."""
+    """Sample names on a live `/metrics` after a retry, deliveries, a dead letter and a receiver request."""
     log = tmp_path / "events.ndjson"
     append(log, b"".join(event_line(i) for i in range(20)) + b"not json\n")
+    fake.fail_next(1, 503)  # one retry: a warning logged (last_error_info), a retryable outcome
     cli = spawn("run", str(log), *fast_args(fake, tmp_path / "state"), "--listen", "127.0.0.1:0",
                 "--metrics-listen", "127.0.0.1:0")
     receiver = "http://" + cli.wait_log("receiver listening")["address"]
@@ -157,12 +158,12 @@ def test_dashboard_and_alert_rules_use_only_exported_metrics(
         assert names <= exported, (title, sorted(names - exported))
         used |= names
     # What on-call needs: throughput, lag per file, oldest event, Statsig outcomes and latency,
-    # dead letters, receiver.
+    # dead letters, receiver, and what `status` shows (per-file progress, the last error).
     for family in ["lines_read_total", "events_delivered_total", "file_bytes_behind",
                    "oldest_undelivered_event_age_seconds", "request_duration_seconds_count",
                    "request_duration_seconds_bucket", "batch_latency_seconds_bucket", "sink_state",
                    "events_dead_lettered_total", "receiver_requests_total", "receiver_events_total",
-                   "receiver_append_failures_total"]:
+                   "receiver_append_failures_total", "file_delivered_offset_bytes", "last_error_info"]:
         assert "statsig_forwarder_" + family in used, family
 
 
