@@ -194,6 +194,13 @@ if wait_for 60 '[ "$(fake_count)" -ge 1000 ]'; then
 else
   fail "delivery: fake Statsig has $(fake_count) of 1000: $(p logs "$NAME" 2>&1 | tail -5)"
 fi
+out=$(p exec "$NAME" statsig-forwarder status 2>&1); rc=$?
+if [ $rc = 0 ] && echo "$out" | grep -q /var/log/app/events.ndjson; then
+  pass "status: podman exec $NAME statsig-forwarder status: exit 0, shows the file; first lines:"
+  echo "$out" | head -14 | sed 's/^/           /'
+else
+  fail "status: exit $rc: $(echo "$out" | head -5)"
+fi
 log "image healthcheck: $(p image inspect --format '{{json .HealthCheck}}' "$IMAGE")"
 if wait_for 30 "p healthcheck run $NAME" && [ "$(p inspect --format '{{.State.Health.Status}}' "$NAME")" = healthy ]; then
   pass "HEALTHCHECK: podman healthcheck run -> $(p inspect --format '{{.State.Health.Status}}' "$NAME")"

@@ -168,6 +168,13 @@ else
   fail "delivery: fake Statsig has $(m fake-count) of 1000"
 fi
 log "readyz: $(m readyz)"
+out=$(m "/opt/statsig-forwarder/bin/statsig-forwarder status --state-dir /var/lib/statsig-forwarder 2>&1"); rc=$?
+if [ $rc = 0 ] && echo "$out" | grep -q /var/log/app/events.ndjson; then
+  pass "status (as root, --state-dir /var/lib/statsig-forwarder): exit 0, shows the file; first lines:"
+  echo "$out" | head -14 | sed 's/^/           /'
+else
+  fail "status: exit $rc: $(echo "$out" | head -5)"
+fi
 log "systemd-analyze security: $(m "systemd-analyze security $SVC 2>/dev/null | tail -1")"
 
 # -- watchdog ---------------------------------------------------------------------------------------
