@@ -23,7 +23,7 @@ Threads, and what each owns (no other thread writes it):
                        dead-letter writes of events Statsig refuses
     acker (a lock)     not a thread: senders call Acker under its lock, which owns the in-flight
                        window and applies positions to the Checkpoints view in batch order
-    checkpoint-writer  writes the Checkpoints view to disk (dead-letter file synced first)
+    checkpoint-writer  writes the Checkpoints view to disk as soon as it changes (dead-letter file synced first)
     observer           watchdog's thread: only sets Events and adds to FileTailer's dirty set
     receiver, metrics  uvicorn's event loop; the receiver's Appender owns the file it appends to
     sd-watchdog        pings systemd while the reader and the senders are alive
@@ -232,7 +232,7 @@ class Forwarder:
         senders = Senders(sink, batches, acker, deadletter, self.stats, backoff, s.max_in_flight, h.limiter)
         reader = Reader(source, Batcher(s.batch_size, s.batch_bytes, s.flush_interval), batches, deadletter,
                         self.stats, self.wake, s.poll_interval, s.max_line_bytes, s.unknown_fields,
-                        h.select, s.event_id_field)
+                        h.select, s.event_id_field, s.oversize_fields)
 
         def delivered(key: str) -> tuple[int, float] | None:
             state = checkpoints.get(key)
@@ -251,7 +251,7 @@ class Forwarder:
             backoff=backoff,
             sink=sink,
             delivering=delivering,
-            writer=CheckpointWriter(checkpoints, deadletter, s.checkpoint_interval) if commit else None,
+            writer=CheckpointWriter(checkpoints, deadletter, s.checkpoint_interval, self.stats) if commit else None,
             deadletter=deadletter,
             collector=RunCollector("stdin" if stdin_mode else "file", self.stats, self._lag, self.ready),
             paths=paths,
@@ -426,7 +426,7 @@ class Forwarder:
         if p.reader_thread.ident is not None:
             p.reader_thread.join(2.0)
         if p.writer is not None:
-            p.writer.stopped.set()
+            p.writer.stop()
             if p.writer.ident is not None:
                 p.writer.join(5.0)
         p.source.close()

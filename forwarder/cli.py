@@ -337,7 +337,7 @@ def validate(config: Path | None, files: tuple[str, ...], as_json: bool, **optio
         try:
             with open_input(name) as stream:
                 reports.append(validate_stream(name, stream, settings.max_line_bytes,
-                                               settings.unknown_fields, on_bad))
+                                               settings.unknown_fields, on_bad, settings.oversize_fields))
         except (OSError, EOFError) as e:
             unreadable += 1
             click.echo(f"{name}: cannot read: {getattr(e, 'strerror', None) or e}", err=True)

@@ -8,7 +8,13 @@ per request and once per batch. Reference (all names start with `statsig_forward
     events_read_total{source}                valid events read
     events_delivered_total{source}           events Statsig accepted
     events_dead_lettered_total{source,reason} reason: invalid (line refused by the forwarder)
+                                             | statsig_rules (a valid event Statsig would drop:
+                                               its name, or oversize_fields = "reject")
                                              | rejected_by_statsig (400/413/422 for that event)
+    events_over_statsig_limits_total{source,field} events with a field over Statsig's size limits
+                                             (field: event_name | value | metadata | user), sent
+                                             (oversize_fields = "send") or dead-lettered
+    checkpoint_writes_total                  checkpoint files written
     events_retried_total{source}             events in requests that failed and were re-sent
     requests_retried_total{source}           requests that failed and were re-sent
     batches_total{source}                    batches delivered
@@ -34,6 +40,7 @@ from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .decode.event import OVERSIZE_FIELDS
 from .health import Lag
 from .logs import LAST_PROBLEM
 from .stats import Stats
@@ -105,14 +112,24 @@ class RunCollector(Collector):
                                    labels=["source", "reason"])
         if s is not None:
             by_statsig = int(s["events_rejected_by_statsig"])
-            dead.add_metric([self.source, "invalid"], int(s["events_dead_lettered"]) - by_statsig)
+            rules = int(s["events_statsig_rules"])
+            dead.add_metric([self.source, "invalid"], int(s["events_dead_lettered"]) - by_statsig - rules)
+            dead.add_metric([self.source, "statsig_rules"], rules)
             dead.add_metric([self.source, "rejected_by_statsig"], by_statsig)
         yield dead
+        over = CounterMetricFamily(PREFIX + "events_over_statsig_limits",
+                                   "Events with a field over Statsig's documented size limits.",
+                                   labels=["source", "field"])
+        if s is not None:
+            for field in OVERSIZE_FIELDS:
+                over.add_metric([self.source, field], int(s["over_limit_" + field]))
+        yield over
         yield counter("events_retried", "Events in requests that failed and were sent again.",
                       num("events_retried"))
         yield counter("requests_retried", "Requests to Statsig that failed and were sent again.",
                       num("send_retries"))
         yield counter("batches", "Batches Statsig accepted.", num("batches_sent"))
+        yield counter("checkpoint_writes", "Checkpoint files written.", num("checkpoint_writes"), (), [])
 
         behind = GaugeMetricFamily(PREFIX + "file_bytes_behind",
                                    "File size minus its delivered checkpoint.", labels=["path"])

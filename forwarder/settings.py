@@ -123,7 +123,10 @@ class Settings(BaseSettings):
     retry_initial: float = Field(0.5, gt=0, description="First retry delay in seconds (doubles, with jitter).")
     retry_max: float = Field(30.0, gt=0, description="Longest retry delay in seconds.")
     gzip_level: int = Field(1, ge=1, le=9, description="gzip level of request bodies.")
-    checkpoint_interval: float = Field(1.0, gt=0, description="Seconds between checkpoint writes.")
+    checkpoint_interval: float = Field(
+        0.1, ge=0, description="Least seconds between the starts of two checkpoint writes (0: none). A "
+        "checkpoint is written as soon as the delivered position moves, one write at a time, at most "
+        "this often; a crash may re-send what was delivered in that time (raise for slow disks).")
     shutdown_timeout: float = Field(10.0, ge=0, description="Seconds to deliver what was read after SIGTERM.")
     start_at: Literal["beginning", "end"] = Field("beginning", description="Where a file without checkpoint starts.")
     max_line_bytes: int = Field(1024 * 1024, ge=64, description="Longer lines are dead-lettered.",
@@ -131,6 +134,10 @@ class Settings(BaseSettings):
     unknown_fields: Literal["metadata", "reject"] = Field(
         "metadata", description="Unknown top-level keys of an event: moved into metadata, or reject the line.",
         json_schema_extra=also("receive", "validate"))
+    oversize_fields: Literal["send", "reject"] = Field(
+        "send", description="Events with a field over Statsig's documented size limits (event_name or "
+        "string value over 64 characters, metadata or user over 4096 stringified): send as is, or "
+        "reject to the dead-letter file; counted either way.", json_schema_extra=also("receive", "validate"))
     event_id_field: str = Field(
         "forwarder_event_id", description="Metadata key of each event's stable id (file fingerprint + byte "
         "offset of its line), for downstream de-duplication; empty: no id.")

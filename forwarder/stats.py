@@ -16,9 +16,16 @@ class Stats:
     events_dead_lettered: int = 0
     events_skipped: int = 0  # read, valid, left out on purpose (replay filters)
     events_rejected_by_statsig: int = 0
+    events_statsig_rules: int = 0  # dead-lettered: Statsig would drop them (name, or oversize = reject)
+    # Events with a field over Statsig's documented size limits, sent or dead-lettered.
+    over_limit_event_name: int = 0
+    over_limit_value: int = 0
+    over_limit_metadata: int = 0
+    over_limit_user: int = 0
     batches_sent: int = 0
     send_retries: int = 0
     events_retried: int = 0
+    checkpoint_writes: int = 0
     sink_state: str = "ok"  # ok | retrying | auth_failed
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -26,6 +33,14 @@ class Stats:
         with self._lock:
             for name, n in counts.items():
                 setattr(self, name, getattr(self, name) + n)
+
+    def count_statsig_rules(self, over: list[str], rejected: bool) -> None:
+        """One event broke Statsig's rules: `over` lists its fields over a size limit."""
+        with self._lock:
+            for name in over:
+                setattr(self, "over_limit_" + name, getattr(self, "over_limit_" + name) + 1)
+            if rejected:
+                self.events_statsig_rules += 1
 
     def snapshot(self) -> dict[str, int | str]:
         with self._lock:

@@ -218,6 +218,7 @@ class Tally:
     dead_lettered: int = 0
     lost: int = 0
     note: str = ""
+    crashes: list[int] = field(default_factory=list)  # events re-sent after each crash, in order
 
 
 def rss_kib(pid: int) -> int:

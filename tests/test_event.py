@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forwarder.decode.codec import LineError, decode_line
-from forwarder.decode.event import InvalidEvent, _slow, fast_path, to_statsig
+from forwarder.decode.event import DROPPED_NAME_CHARS, InvalidEvent, _slow, fast_path, over_limits, to_statsig
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(), c, max_size=3),
@@ -43,6 +44,38 @@ def testfast_path_path_accepts_only_what_the_model_accepts_identically(obj: dict
     if fast is None:
         return
     assert fast == _outcome(lambda o: _slow(o, "metadata"), obj)
+
+
+# Statsig's rules: names with the characters it drops, fields on both sides of its size limits.
+rule_texts = st.text(st.sampled_from("ab_:. é😀" + DROPPED_NAME_CHARS), max_size=70)
+rule_events = st.fixed_dictionaries(
+    {"event_name": rule_texts.filter(bool)},
+    optional={
+        "value": rule_texts | st.integers(-(2**63), 2**63 - 1),
+        "user_id": st.text(max_size=3),
+        "metadata": st.dictionaries(st.text(max_size=3),
+                                    st.floats(allow_nan=False) | st.builds("x".__mul__, st.integers(0, 2100)),
+                                    max_size=3),
+        "user": st.fixed_dictionaries({}, optional={
+            "userID": st.builds("u".__mul__, st.integers(0, 4200)),
+            "custom": st.dictionaries(st.text(max_size=2), st.text(max_size=9))}),
+        "time": st.integers(0, 2**41),
+    },
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(rule_events, st.sampled_from(["send", "reject"]))
+def test_fast_path_agrees_with_the_model_on_statsig_rules(obj: dict[str, Any], oversize: Any) -> None:
+    slow = _outcome(lambda o: _slow(o, "metadata", oversize), obj)
+    for line_bytes in (None, len(orjson.dumps(obj))):
+        fast = _outcome(lambda o: fast_path(o, line_bytes), obj)  # noqa: B023
+        if fast is not None:
+            assert fast == slow
+            assert over_limits(to_statsig(obj)) == []  # the fast path takes only events within the limits
+    name = obj["event_name"]
+    if any(c in DROPPED_NAME_CHARS for c in name):
+        assert slow == "invalid"
 
 
 def test_mapping_of_a_full_event() -> None:

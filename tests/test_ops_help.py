@@ -35,7 +35,8 @@ def test_each_command_lists_only_its_options() -> None:
     assert not receive & (BATCHING_AND_RETRY | {"--statsig-api", "--state-dir", "--metrics-listen", "--once"})
 
     validate = flags("validate")
-    assert validate == {"--json", "--config", "--max-line-bytes", "--unknown-fields", "--help"}
+    assert validate == {"--json", "--config", "--max-line-bytes", "--unknown-fields", "--oversize-fields",
+                        "--help"}
 
     check = flags("check")
     assert check == {"--config", "--statsig-api", "--specs-url", "--check-timeout", "--log-level", "--log-format",

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import BinaryIO
 
 from ..decode.codec import LineError, decode_line
-from ..decode.event import UnknownFields
+from ..decode.event import OversizeFields, UnknownFields
 from ..model import Chunk, Item
 from ..source.lines import LineBuffer, too_long_reason
 
@@ -56,7 +56,7 @@ def open_input(name: str) -> BinaryIO:
 
 
 def validate_stream(name: str, stream: BinaryIO, max_line_bytes: int, unknown: UnknownFields,
-                    on_bad: Callable[[BadLine], None]) -> FileReport:
+                    on_bad: Callable[[BadLine], None], oversize: OversizeFields = "send") -> FileReport:
     """Judge every line of `stream`; call `on_bad` for each bad one, in order."""
     report = FileReport(name)
     lines = LineBuffer(None, name, 0, max_line_bytes)
@@ -68,14 +68,14 @@ def validate_stream(name: str, stream: BinaryIO, max_line_bytes: int, unknown: U
         else:
             lines.finish(items)
         for item in items:
-            _judge(item, report, max_line_bytes, unknown, on_bad)
+            _judge(item, report, max_line_bytes, unknown, on_bad, oversize)
         items.clear()
         if not data:
             return report
 
 
 def _judge(item: Item, report: FileReport, max_len: int, unknown: UnknownFields,
-           on_bad: Callable[[BadLine], None]) -> None:
+           on_bad: Callable[[BadLine], None], oversize: OversizeFields) -> None:
     if not isinstance(item, Chunk):  # a line LineBuffer skipped for being too long
         report.lines += 1
         report.bad += 1
@@ -96,7 +96,7 @@ def _judge(item: Item, report: FileReport, max_len: int, unknown: UnknownFields,
             continue
         else:
             try:
-                decode_line(line, unknown)
+                decode_line(line, unknown, oversize)
                 report.valid += 1
                 continue
             except LineError as e:

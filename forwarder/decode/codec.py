@@ -7,20 +7,29 @@ from typing import Any
 import orjson
 
 from ..model import StatsigEvent
-from .event import InvalidEvent, UnknownFields, to_statsig
+from .event import DroppedByStatsig, InvalidEvent, OversizeFields, UnknownFields, to_statsig
 
 
 class LineError(ValueError):
     """The line is not a valid event; str(e) is the reason written to the dead-letter file."""
 
 
-def decode_line(line: bytes, unknown_fields: UnknownFields = "metadata") -> StatsigEvent:
+class StatsigRuleError(LineError):
+    """A valid event that Statsig would drop, or over its size limits; `over` names those fields."""
+
+    def __init__(self, message: str, over: list[str]) -> None:
+        super().__init__(message)
+        self.over = over
+
+
+def decode_line(line: bytes, unknown_fields: UnknownFields = "metadata",
+                oversize_fields: OversizeFields = "send") -> StatsigEvent:
     """Parse and validate one line (without its newline).
 
     Hot loops may try `orjson.loads` + `event.fast_path` themselves first and call this
     only when that declines: it gives the same result, and the reason when there is none.
     """
-    return decode_object(parse_line(line), unknown_fields)
+    return decode_object(parse_line(line), unknown_fields, oversize_fields)
 
 
 def parse_line(line: bytes) -> dict[str, Any]:
@@ -34,10 +43,13 @@ def parse_line(line: bytes) -> dict[str, Any]:
     return obj
 
 
-def decode_object(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata") -> StatsigEvent:
+def decode_object(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata",
+                  oversize_fields: OversizeFields = "send") -> StatsigEvent:
     """Validate an object from parse_line; decode_line(x) == decode_object(parse_line(x))."""
     try:
-        return to_statsig(obj, unknown_fields)
+        return to_statsig(obj, unknown_fields, oversize_fields)
+    except DroppedByStatsig as e:
+        raise StatsigRuleError(f"invalid event: {e}", e.over) from None
     except InvalidEvent as e:
         raise LineError(f"invalid event: {e}") from None
 

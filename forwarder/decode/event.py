@@ -8,10 +8,12 @@ nulls, unknown keys, any error) goes through `Event`, which decides and explains
 
 from __future__ import annotations
 
+import re
 import time as _time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -27,11 +29,31 @@ from pydantic import (
 from ..model import StatsigEvent
 
 UnknownFields = Literal["metadata", "reject"]
+OversizeFields = Literal["send", "reject"]
 ANONYMOUS = "anonymous"
 MAX_EVENT_NAME = 128
 # 9999-12-31T23:59:59.999Z. Beyond it a time is nonsense, and past 2**64 it cannot even be
 # encoded (orjson refuses such integers), which used to kill the sender thread.
 MAX_TIME_MS = 253_402_300_799_999
+
+# Statsig's own acceptance rules (its docs, guides/logging-events.mdx, quoted in
+# ../shared/statsig-wire.md). A 202 does not mean such an event is kept.
+#   "Statsig drops events that match this regex/contain this character set:
+#    \[]{}<>#=;&$%| plus NUL, LF, CR."  -> always dead-lettered (nothing to gain by sending).
+#   "Object fields have an overall limit of 4096 on its stringified length. String fields
+#    have a limit of 64 on its length."  Whether Statsig truncates or drops is undocumented,
+#   so `oversize_fields` chooses: send as is (and count), or reject to the dead-letter file.
+# String fields: eventName, and value when it is a string. Object fields: metadata and user
+# (user.custom and the rest count within user; a user agent alone often exceeds 64).
+DROPPED_NAME_CHARS = "\\[]{}<>#=;&$%|\0\r\n"
+_DROPPED_NAME = re.compile(r"[\\\[\]{}<>#=;&$%|\x00\r\n]").search
+MAX_STRING_FIELD = 64
+MAX_OBJECT_FIELD = 4096
+OVERSIZE_FIELDS = ("event_name", "value", "metadata", "user")  # as the input names them
+# A line this short cannot hold an object field over MAX_OBJECT_FIELD once re-encoded:
+# strings never grow (UTF-8 bytes >= UTF-16 units), a number at most 4.5-fold ("9e15" ->
+# 9000000000000000.0), and the forwarder adds at most `"userID":"anonymous",`.
+SAFE_LINE_BYTES = MAX_OBJECT_FIELD * 2 // 11
 
 _USER_KINDS: dict[str, type] = {
     **dict.fromkeys(("userID", "email", "ip", "userAgent", "country", "locale", "appVersion"), str),
@@ -103,19 +125,35 @@ class InvalidEvent(ValueError):
     """A JSON object that is not a valid event; the message says why."""
 
 
-def to_statsig(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata") -> StatsigEvent:
+class DroppedByStatsig(InvalidEvent):
+    """A valid event that Statsig's documented rules would drop (or `oversize_fields` rejects).
+
+    `over` names the fields over a size limit (empty for a name Statsig drops).
+    """
+
+    def __init__(self, message: str, over: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.over = over or []
+
+
+def to_statsig(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata",
+               oversize_fields: OversizeFields = "send") -> StatsigEvent:
     """Validate one decoded line and return its Statsig wire event (raises InvalidEvent)."""
-    return fast_path(obj) or _slow(obj, unknown_fields)
+    return fast_path(obj) or _slow(obj, unknown_fields, oversize_fields)
 
 
-def fast_path(d: dict[str, Any]) -> StatsigEvent | None:
+def fast_path(d: dict[str, Any], line_bytes: int | None = None) -> StatsigEvent | None:
     """The common case without pydantic; None means "let the model decide".
 
-    Accepts only plain, non-null values of the known fields; `seen` counts them so that
-    any other key (unknown, or an explicit null) sends the line to the model.
+    Accepts only plain, non-null values of the known fields, within Statsig's rules; `seen`
+    counts them so that any other key (unknown, or an explicit null) sends the line to the
+    model. `line_bytes`, the length of the line `d` was parsed from, lets short lines skip
+    measuring the object fields.
     """
     name = d.get("event_name")
-    if type(name) is not str or not 0 < len(name) <= MAX_EVENT_NAME:
+    if type(name) is not str or not 0 < len(name) <= MAX_STRING_FIELD:
+        return None
+    if not name.isidentifier() and _DROPPED_NAME(name):
         return None
     ev: StatsigEvent = {"eventName": name}
     seen = 1
@@ -137,7 +175,7 @@ def fast_path(d: dict[str, Any]) -> StatsigEvent | None:
         ev["user"] = user
     value = d.get("value")
     if value is not None:
-        if type(value) not in _VALUE_TYPES:
+        if type(value) not in _VALUE_TYPES or (type(value) is str and len(value) > MAX_STRING_FIELD):
             return None
         ev["value"] = value
         seen += 1
@@ -155,7 +193,11 @@ def fast_path(d: dict[str, Any]) -> StatsigEvent | None:
     else:
         seen += 1
     ev["time"] = t
-    return ev if seen == len(d) else None
+    if seen != len(d):
+        return None
+    if (line_bytes is None or line_bytes > SAFE_LINE_BYTES) and _objects_over(ev):
+        return None
+    return ev
 
 
 _VALUE_TYPES = (str, int, float)
@@ -171,7 +213,65 @@ def _plain_user(user: dict[str, Any]) -> bool:
     return "statsigEnvironment" not in user or all(type(x) is str for x in user["statsigEnvironment"].values())
 
 
-def _slow(obj: dict[str, Any], unknown_fields: UnknownFields) -> StatsigEvent:
+def over_limits(ev: StatsigEvent, line_bytes: int | None = None) -> list[str]:
+    """The fields of `ev` over Statsig's size limits (see MAX_STRING_FIELD, MAX_OBJECT_FIELD)."""
+    over = []
+    if len(ev["eventName"]) > MAX_STRING_FIELD:
+        over.append("event_name")
+    value = ev.get("value")
+    if type(value) is str and len(value) > MAX_STRING_FIELD:
+        over.append("value")
+    if line_bytes is None or line_bytes > SAFE_LINE_BYTES:
+        for field in ("metadata", "user"):
+            if field in ev and stringified_length(ev[field]) > MAX_OBJECT_FIELD:
+                over.append(field)
+    return over
+
+
+def stringified_length(obj: Any) -> int:
+    """Length of JSON.stringify(obj) as JavaScript counts it (UTF-16 code units)."""
+    try:
+        data = orjson.dumps(obj)
+    except (TypeError, orjson.JSONEncodeError):
+        return 0  # cannot be sent at all; the sender dead-letters it
+    if data.isascii():
+        return len(data)
+    return len(data.decode("utf-8").encode("utf-16-le")) // 2
+
+
+def _objects_over(ev: StatsigEvent) -> bool:
+    return any(f in ev and stringified_length(ev[f]) > MAX_OBJECT_FIELD
+               for f in ("metadata", "user"))
+
+
+def check_statsig_rules(ev: StatsigEvent, oversize_fields: OversizeFields = "send") -> None:
+    """Raise DroppedByStatsig for a name Statsig drops, or fields over its limits under "reject"."""
+    bad = _DROPPED_NAME(ev["eventName"])
+    if bad:
+        raise DroppedByStatsig(
+            f"event_name contains {bad.group()!r}: Statsig drops events whose name contains any of "
+            "\\[]{}<>#=;&$%|, NUL, CR or LF")
+    if oversize_fields == "reject":
+        over = over_limits(ev)
+        if over:
+            raise DroppedByStatsig(describe_over(ev, over), over)
+
+
+def describe_over(ev: StatsigEvent, over: list[str]) -> str:
+    """`metadata is 5000 characters stringified, over Statsig's limit of 4096; ...`."""
+    parts = []
+    for field in over:
+        if field in ("metadata", "user"):
+            n = stringified_length(ev[field])
+            parts.append(f"{field} is {n} characters stringified, over Statsig's limit of {MAX_OBJECT_FIELD}")
+        else:
+            n = len(ev["eventName" if field == "event_name" else "value"])
+            parts.append(f"{field} is {n} characters, over Statsig's limit of {MAX_STRING_FIELD}")
+    return "; ".join(parts) + " (Statsig may truncate or drop it; oversize_fields = reject)"
+
+
+def _slow(obj: dict[str, Any], unknown_fields: UnknownFields,
+          oversize_fields: OversizeFields = "send") -> StatsigEvent:
     try:
         event = Event.model_validate(obj)
     except ValidationError as e:
@@ -194,6 +294,7 @@ def _slow(obj: dict[str, Any], unknown_fields: UnknownFields) -> StatsigEvent:
     if metadata or event.metadata is not None:
         ev["metadata"] = metadata
     ev["time"] = event.time if event.time is not None else int(_time.time() * 1000)
+    check_statsig_rules(ev, oversize_fields)
     return ev
 
 

@@ -16,8 +16,8 @@ from ..source import Source
 from ..source.lines import too_long
 from ..state.deadletter import DeadLetter
 from ..stats import Stats
-from .codec import LineError, decode_object, parse_line
-from .event import UnknownFields, fast_path
+from .codec import LineError, StatsigRuleError, decode_object, parse_line
+from .event import OversizeFields, UnknownFields, fast_path, over_limits
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class Reader:
         unknown_fields: UnknownFields,
         select: Selector | None = None,
         event_id_field: str = "",
+        oversize_fields: OversizeFields = "send",
     ) -> None:
         self.source = source
         self.batcher = batcher
@@ -60,6 +61,7 @@ class Reader:
         self.unknown_fields = unknown_fields
         self.select = select
         self.event_id_field = event_id_field  # metadata key of "<fingerprint>:<offset>"; "" = none
+        self.oversize_fields = oversize_fields
         self.stop = threading.Event()  # stop reading, ship what was read
         self.abort = threading.Event()  # give up even on shipping
 
@@ -115,7 +117,7 @@ class Reader:
                 continue
             try:  # the common case inline; parse_line/decode_object decide (and explain) the rest
                 obj = loads(line)
-                event = fast(obj) if type(obj) is dict else None
+                event = fast(obj, len(line)) if type(obj) is dict else None
             except orjson.JSONDecodeError:
                 obj = event = None
             if event is None:
@@ -124,10 +126,16 @@ class Reader:
                 try:
                     if type(obj) is not dict:
                         obj = parse_line(line)
-                    event = decode_object(obj, self.unknown_fields)
+                    event = decode_object(obj, self.unknown_fields, self.oversize_fields)
                 except LineError as e:
+                    if isinstance(e, StatsigRuleError):
+                        self.stats.count_statsig_rules(e.over, rejected=True)
                     self._reject(Rejection(key, chunk.path, start, offset, str(e), line, len(line)))
                     continue
+                if self.oversize_fields == "send":  # ("reject" raised above)
+                    over = over_limits(event, len(line))
+                    if over:
+                        self.stats.count_statsig_rules(over, rejected=False)
             if select is not None and not select(obj, event):
                 n_events += 1
                 n_skipped += 1

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..decode.codec import json_type
-from ..decode.event import Event, InvalidEvent, UnknownFields, to_statsig
+from ..decode.event import Event, InvalidEvent, OversizeFields, UnknownFields, to_statsig
 from ..settings import ReceiverSettings
 from .appender import Appender, AppendError
 
@@ -50,6 +50,7 @@ class Intake:
     options: ReceiverSettings
     max_line_bytes: int = 1024 * 1024
     unknown_fields: UnknownFields = "metadata"
+    oversize_fields: OversizeFields = "send"
 
 
 class ApiError(Exception):
@@ -282,7 +283,7 @@ class _Handler:
                 errors.append({"index": i, "message": f"not a JSON object: got {json_type(obj)}"})
                 continue
             try:
-                to_statsig(obj, unknown)
+                to_statsig(obj, unknown, self.intake.oversize_fields)
             except InvalidEvent as e:
                 errors.append({"index": i, "message": str(e)})
                 continue

@@ -147,7 +147,7 @@ def build_receiver(settings: Settings, ready: Ready | None = None) -> tuple[Http
     r = settings.receiver
     listen = r.listen or DEFAULT_RECEIVE_LISTEN
     appender = Appender(settings.receiver_log_path, r.durability)
-    intake = Intake(appender, r, settings.max_line_bytes, settings.unknown_fields)
+    intake = Intake(appender, r, settings.max_line_bytes, settings.unknown_fields, settings.oversize_fields)
     app = create_app(default_ready(appender, ready), intake)
     server = HttpServer(app, listen, r.read_timeout, "receiver", appender.close)
     ignore_file_size_signal()

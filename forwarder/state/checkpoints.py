@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,10 +52,15 @@ class Checkpoints:
         self._files: dict[str, FileState] = {}
         self._dirty = False
         self._forgotten: set[str] = set()  # removed keys that late acks must not bring back
+        self._changed: Callable[[], None] = lambda: None
         self.load_problem: str | None = None
         self._load()
 
     # -- view --------------------------------------------------------------------------
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call `changed` (cheap, non-blocking) whenever the view changes: the writer's wake-up."""
+        self._changed = changed
+
     def get(self, key: str) -> FileState | None:
         with self._lock:
             state = self._files.get(key)
@@ -79,10 +84,12 @@ class Checkpoints:
             if (state.path, state.dev, state.ino) != (path, dev, ino):
                 state.path, state.dev, state.ino = path, dev, ino
                 self._dirty = True
+                self._changed()
 
     def advance(self, positions: dict[str, int], where: dict[str, tuple[str, int, int]]) -> None:
         """Move offsets forward after delivery; `where` gives (path, dev, ino) for new keys."""
         now = time.time()
+        moved = False
         with self._lock:
             for key, offset in positions.items():
                 if key in self._forgotten:
@@ -95,12 +102,15 @@ class Checkpoints:
                     state.offset, state.updated = offset, now
                 else:
                     continue
-                self._dirty = True
+                self._dirty = moved = True
+            if moved:
+                self._changed()
 
     def set(self, key: str, state: FileState) -> None:
         with self._lock:
             self._files[key] = state
             self._dirty = True
+            self._changed()
 
     def remove(self, key: str) -> None:
         """Forget a file for good (deleted); acks still in flight for it are ignored."""
@@ -108,6 +118,7 @@ class Checkpoints:
             self._forgotten.add(key)
             if self._files.pop(key, None) is not None:
                 self._dirty = True
+                self._changed()
 
     def expire(self, ttl: float, keep: Collection[str]) -> list[str]:
         """Drop entries not in `keep` whose offset has not moved for `ttl` seconds."""
@@ -118,14 +129,17 @@ class Checkpoints:
                 del self._files[k]
             if old:
                 self._dirty = True
+                self._changed()
         return old
 
     # -- durability --------------------------------------------------------------------
-    def flush(self) -> bool:
+    def flush(self, before_write: Callable[[], None] | None = None) -> bool:
         """Write the view if it changed; returns True when a write happened.
 
-        Writers are serialized: a flush that finds nothing dirty returns only once any write
-        in progress is on disk, so a final flush at shutdown never races a periodic one.
+        `before_write` runs after the view is taken and before it is written (the writer
+        syncs the dead-letter file there). Writers are serialized: a flush that finds nothing
+        dirty returns only once any write in progress is on disk, so a final flush at
+        shutdown never races another one.
         """
         with self._write_lock:
             with self._lock:
@@ -134,6 +148,8 @@ class Checkpoints:
                 doc = {"version": FORMAT_VERSION, "files": {k: asdict(v) for k, v in self._files.items()}}
                 self._dirty = False
             try:
+                if before_write is not None:
+                    before_write()
                 _atomic_write(self.path, self._tmp, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
             except BaseException:
                 with self._lock:

@@ -30,7 +30,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     tr.section(f"torture summary (TORTURE_SCALE={SCALE})")
     width = max(len(t.scenario) for t in _TALLIES)
     tr.write_line(f"{'scenario':<{width}}  {'written':>9} {'delivered':>9} {'duplicated':>10} "
-                  f"{'dead-lettered':>13} {'lost':>5}  note")
+                  f"{'dup/crash':>9} {'dead-lettered':>13} {'lost':>5}  note")
     for t in _TALLIES:
+        per_crash = f"{t.duplicated / len(t.crashes):.0f}" if t.crashes else ""
         tr.write_line(f"{t.scenario:<{width}}  {t.written:>9} {t.delivered:>9} {t.duplicated:>10} "
-                      f"{t.dead_lettered:>13} {t.lost:>5}  {t.note}")
+                      f"{per_crash:>9} {t.dead_lettered:>13} {t.lost:>5}  {t.note}")
+    for t in _TALLIES:
+        if t.crashes:
+            tr.write_line(f"{t.scenario}: re-sent per crash: {' '.join(map(str, t.crashes))}")

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from kit import SCALE, Tally, event_line, fast_args, seqs
 
 from forwarder.decode.codec import LineError, decode_line
+from forwarder.decode.event import DROPPED_NAME_CHARS
 from forwarder.decode.reader import Reader
 from forwarder.delivery.batcher import Batcher
 from forwarder.model import Chunk
@@ -75,7 +76,7 @@ hostile_fragments = st.sampled_from([
 
 @st.composite
 def hostile_lines(draw: st.DrawFn) -> bytes:
-    kind = draw(st.integers(0, 9))
+    kind = draw(st.integers(0, 10))
     if kind == 0:  # raw bytes, any encoding, no newline
         return draw(st.binary(max_size=200)).replace(b"\n", b"")
     if kind == 1:  # deep nesting, around orjson's depth limit
@@ -108,6 +109,15 @@ def hostile_lines(draw: st.DrawFn) -> bytes:
             st.integers(0, 2**53) | st.sampled_from(["2025-01-01T00:00:00Z", "garbage", "0001-01-01", ""])))
         cut = draw(st.integers(0, len(line)))
         return line if draw(st.booleans()) else line[:cut]
+    if kind == 9:  # Statsig's rules: names it drops, fields around its size limits
+        name = draw(st.text(st.sampled_from("ab_:. " + DROPPED_NAME_CHARS), min_size=1, max_size=66))
+        pad = draw(st.integers(0, 70) | st.integers(4080, 4100) | st.integers(0, 5000))
+        where = draw(st.sampled_from(["value", "metadata", "user", "numbers"]))
+        if where == "numbers":  # numbers grow when re-encoded: around the reader's short-line shortcut
+            return b'{"event_name":"e","metadata":{"a":[' + b",".join([b"9e15"] * (pad // 20)) + b"]}}"
+        values: dict[str, Any] = {"value": "v" * pad, "metadata": {"p": "x" * pad},
+                                  "user": {"custom": {"p": "x" * pad}}}
+        return orjson.dumps({"event_name": name, where: values[where]})
     # a valid event with one random byte replaced
     line = event_line(draw(st.integers(0, 10**6)))[:-1]
     at = draw(st.integers(0, len(line) - 1))
@@ -143,6 +153,8 @@ def _same_event(a: dict[str, Any], b: dict[str, Any]) -> bool:
 @given(lines=st.lists(hostile_lines(), min_size=1, max_size=8))
 @example(lines=[b"\x0c"]).via("a form feed is not a blank line")
 @example(lines=[b'{"event_name":"e","time":1e30}']).via("time beyond 64 bits crashed the sender")
+@example(lines=[b'{"event_name":"a#b"}', b'{"event_name":"e","metadata":{"p":"' + b"x" * 4090 + b'"}}']).via(
+    "a name Statsig drops is dead-lettered; an oversize object is sent (oversize_fields = send)")
 @example(lines=[b'{"event_name":"e","metadata":' + _nest(300) + b"}"]).via("decodes, cannot be encoded")
 def test_reader_fast_path_and_decode_line_agree(tmp_path_factory: pytest.TempPathFactory, lines: list[bytes]) -> None:
     events, dead = reader_fates(lines, tmp_path_factory.mktemp("reader"))

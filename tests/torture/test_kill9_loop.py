@@ -15,10 +15,17 @@ from kit import SCALE, Tally, event_line, fast_args, seqs, wait_until
 
 BATCH = 100
 IN_FLIGHT = 2
-CHECKPOINT_INTERVAL = 0.2
-# The checkpoint file's mtime is taken a moment after the view it holds was snapshotted
-# (and the kernel's file clock is coarse): count deliveries from a little before it.
-MTIME_SLACK = 0.1
+# The checkpoint file's mtime is taken a moment after the view it holds was snapshotted, the
+# kernel's file clock is coarse, and an answer reaches the acker a moment after the fake
+# recorded it (on a loaded 2-core machine, sometimes over 0.1 s): count deliveries from a
+# little before it.
+MTIME_SLACK = 0.25
+# "One checkpoint write's worth": the writer thread below appends about 5,000 events/s; a
+# checkpoint write (two fsyncs of small files) takes milliseconds, and writes are at least
+# checkpoint_interval (0.1 s, the default) apart. 0.4 s of the writer's output leaves room for
+# a loaded machine (fsync stalls, late acks), and is far below what writes once a second re-sent
+# (up to 5,000 + in flight; 2,500 at the first crash when tried).
+WRITE_WORTH = 2000
 
 
 class Writer(threading.Thread):
@@ -65,14 +72,19 @@ def test_kill9_loop_loses_nothing_and_bounds_duplicates(fake, spawn, tmp_path: P
     log = tmp_path / "events.ndjson"
     state = tmp_path / "state"
     args = [str(log), *fast_args(fake, state), "--batch-size", str(BATCH), "--max-in-flight", str(IN_FLIGHT),
-            "--checkpoint-interval", str(CHECKPOINT_INTERVAL), "--flush-interval", "0.05"]
+            "--checkpoint-interval", "0.1", "--flush-interval", "0.05"]  # the default floor
     writer = Writer(log)
     writer.start()
     crashes: list[Crash] = []
     try:
         for _ in range(kills):
+            before = fake.event_count
             cli = spawn("run", *args)
-            time.sleep(rng.uniform(0.1, 1.5))  # sometimes during start-up, mostly mid-stream
+            if rng.random() < 0.25:  # during start-up (which takes 0.3-2 s, with the load)
+                time.sleep(rng.uniform(0.05, 1.0))
+            else:  # mid-stream: a random moment after its first delivery
+                wait_until(lambda: fake.event_count > before, timeout=20, interval=0.01)  # noqa: B023
+                time.sleep(rng.uniform(0.0, 1.0))
             killed_at = time.time()
             cli.kill9()
             time.sleep(0.05)  # a request the fake was already answering gets recorded
@@ -98,23 +110,29 @@ def test_kill9_loop_loses_nothing_and_bounds_duplicates(fake, spawn, tmp_path: P
     assert set(counts) == set(range(total))
 
     # Each crash re-sends what the fake accepted past the checkpoint it left behind. The
-    # promise: at most the batches in flight plus what was delivered since that checkpoint
-    # was written. Summed over the crashes, that bounds every duplicate.
+    # promise (README "Guarantees"): at most the batches in flight plus what was acknowledged
+    # during one checkpoint write; a checkpoint is written as soon as the position moves.
     requests = fake.accepted_requests()
     allowed_total = 0
-    worst = (0, 0)
+    per_crash = []
     for i, crash in enumerate(crashes):
         resent = {s for s in seqs_of(fake.events[: crash.accepted_before])
                   if writer.offsets[s] >= crash.checkpoint}
         since_write = sum(len(r.events) for r in requests
                           if crash.checkpoint_written - MTIME_SLACK <= r.received <= crash.killed_at + 0.05)
-        bound = IN_FLIGHT * BATCH + since_write
-        assert len(resent) <= bound, (f"crash {i}: {len(resent)} events re-sent, bound {bound} "
-                                      f"({IN_FLIGHT} x {BATCH} in flight + {since_write} since the checkpoint "
-                                      f"write); seed {seed}")
+        in_flight = IN_FLIGHT * BATCH
+        print(f"crash {i:2}: re-sent {len(resent):5}  (bound {in_flight} in flight + {since_write} acknowledged "
+              f"since the checkpoint write began; {in_flight} + {WRITE_WORTH} at most)")
+        assert len(resent) <= in_flight + since_write, (
+            f"crash {i}: {len(resent)} events re-sent, more than {in_flight} in flight + {since_write} "
+            f"acknowledged since the last checkpoint write began; seed {seed}")
+        assert len(resent) <= in_flight + WRITE_WORTH, (
+            f"crash {i}: {len(resent)} events re-sent, more than {in_flight} in flight + {WRITE_WORTH} "
+            f"(one checkpoint write's worth): the checkpoint lagged the acknowledgements; seed {seed}")
         allowed_total += len(resent)
-        worst = max(worst, (len(resent), bound))
-    tally.note += f"; worst crash re-sent {worst[0]} (bound {worst[1]})"
+        per_crash.append(len(resent))
+    tally.crashes = per_crash
+    tally.note += f"; worst crash re-sent {max(per_crash)} (bound {IN_FLIGHT * BATCH} + {WRITE_WORTH})"
     assert duplicates <= allowed_total, (duplicates, allowed_total, seed)
 
 
