@@ -163,7 +163,8 @@ def test_dashboard_and_alert_rules_use_only_exported_metrics(
                    "oldest_undelivered_event_age_seconds", "request_duration_seconds_count",
                    "request_duration_seconds_bucket", "batch_latency_seconds_bucket", "sink_state",
                    "events_dead_lettered_total", "receiver_requests_total", "receiver_events_total",
-                   "receiver_append_failures_total", "file_delivered_offset_bytes", "last_error_info"]:
+                   "receiver_append_failures_total", "file_delivered_offset_bytes", "last_error_info",
+                   "events_over_statsig_limits_total", "checkpoint_writes_total"]:
         assert "statsig_forwarder_" + family in used, family
 
 
