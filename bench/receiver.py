@@ -58,7 +58,7 @@ async def client(host: str, port: int, reqs: list[bytes], deadline: float, lat: 
         head = await reader.readuntil(b"\r\n\r\n")
         m = re.search(rb"(?i)content-length: *(\d+)", head)
         await reader.readexactly(int(m.group(1)) if m else 0)
-        if not head.startswith(b"HTTP/1.1 200"):
+        if not head.startswith(b"HTTP/1.1 20"):  # 200 (receiver endpoints) or 202 (relay)
             raise RuntimeError(f"unexpected answer: {head[:80]!r}")
         lat.append(time.perf_counter() - t0)
         counts[0] += 1
@@ -76,11 +76,13 @@ async def drive(port: int, reqs: list[bytes], clients: int, seconds: float) -> t
     return counts[0], time.perf_counter() - start, lat
 
 
-def start_receiver(log: Path, durability: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_receiver(log: Path, durability: str, env_extra: dict[str, str] | None = None,
+                   *args: str) -> tuple[subprocess.Popen[bytes], int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORWARDER_")}
     env["FORWARDER_LOG_FORMAT"] = "json"
+    env.update(env_extra or {})
     proc = subprocess.Popen([sys.executable, "-m", "forwarder", "receive", "--listen", "127.0.0.1:0",
-                             "--durability", durability, str(log)],
+                             "--durability", durability, str(log), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     assert proc.stderr is not None
     for line in proc.stderr:

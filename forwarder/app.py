@@ -26,6 +26,8 @@ Threads, and what each owns (no other thread writes it):
     checkpoint-writer  writes the Checkpoints view to disk as soon as it changes (dead-letter file synced first)
     observer           watchdog's thread: only sets Events and adds to FileTailer's dirty set
     receiver, metrics  uvicorn's event loop; the receiver's Appender owns the file it appends to
+    remote-rules       statsig-python-core evaluating `remote_rules`; swaps ActiveRules' RuleSet
+                       (one reference the reader takes per chunk; the reader owns its counters)
     sd-watchdog        pings systemd while the reader and the senders are alive
 
 Read by other threads: Stats (its lock); the Checkpoints view (its lock: writer, lag probe,
@@ -48,7 +50,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Literal
@@ -66,12 +68,14 @@ from .health import Lag, LagProbe, PathWatch, readiness
 from .logs import redact
 from .metrics import RunCollector
 from .model import Batch
+from .rules import ActiveRules
+from .rules.remote import RemoteRules
 from .sdnotify import Notifier, Watchdog
 from .settings import Settings
 from .source import Source
-from .source.files import FileTailer, TailOptions
 from .source.stdin import StreamSource
-from .source.wake import Watching, start_observer
+from .source.tailer import FileTailer
+from .source.wake import Watching, follow
 from .state.checkpoints import CHECKPOINT_FILE, Checkpoints
 from .state.deadletter import DeadLetter
 from .state.lock import LOCK_FILE, StateDirLock
@@ -92,6 +96,7 @@ class RunResult:
     clean: bool  # everything read was delivered
     interrupted: bool = False  # stopped by a signal before the source was exhausted
     failed: bool = False  # a worker thread crashed (a bug): exit non-zero
+    removed_by_rule: list[dict[str, str | int | bool]] = field(default_factory=list)  # Stats.removed_by_rule
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,8 @@ RUN = RunHooks(serves=frozenset({"receiver", "metrics"}))
 
 # Options SIGHUP applies to a running forwarder; any other change needs a restart.
 RELOADABLE = ("paths", "glob_interval", "rotate_wait", "batch_size", "batch_bytes", "flush_interval",
-              "retry_initial", "retry_max", "log_level", "ready_max_lag_bytes", "ready_max_lag_seconds")
+              "retry_initial", "retry_max", "log_level", "ready_max_lag_bytes", "ready_max_lag_seconds",
+              "rules")
 
 
 @dataclass
@@ -133,6 +139,8 @@ class Pipeline:
     writer: CheckpointWriter | None  # None: positions do not move (dry run, stdin)
     deadletter: DeadLetter
     collector: RunCollector
+    rules: ActiveRules
+    remote: RemoteRules | None  # remote_rules: started by `start`, before the reader
     paths: PathWatch | None = None  # says once that the paths do not exist yet, and when they appear
     watching: Watching | None = None  # started by `start`
     watchdog: Watchdog | None = None
@@ -202,8 +210,10 @@ class Forwarder:
                 # statsig-python-core aborts the process if the interpreter exits under it.
                 self._check.join(s.check_timeout + 5)
         snapshot = self.stats.snapshot()
-        log.info("stopped", extra={**snapshot, "delivered_everything_read": clean})
-        return RunResult(snapshot, clean, interrupted=self._signals > 0, failed=self.failed)
+        by_rule = self.stats.removed_by_rule()
+        log.info("stopped", extra={**snapshot, "removed_by_rule": by_rule, "delivered_everything_read": clean})
+        return RunResult(snapshot, clean, interrupted=self._signals > 0, failed=self.failed,
+                         removed_by_rule=by_rule)
 
     # -- build: every part, no thread yet ------------------------------------------------
     def build(self) -> Pipeline:
@@ -230,9 +240,10 @@ class Forwarder:
         acker = Acker(checkpoints if commit else None, source.location)
         backoff = Backoff(s.retry_initial, s.retry_max)
         senders = Senders(sink, batches, acker, deadletter, self.stats, backoff, s.max_in_flight, h.limiter)
+        rules = ActiveRules(s.rules, self.stats)
         reader = Reader(source, Batcher(s.batch_size, s.batch_bytes, s.flush_interval), batches, deadletter,
                         self.stats, self.wake, s.poll_interval, s.max_line_bytes, s.unknown_fields,
-                        h.select, s.event_id_field, s.oversize_fields)
+                        h.select, s.event_id_field, s.oversize_fields, rules)
 
         def delivered(key: str) -> tuple[int, float] | None:
             state = checkpoints.get(key)
@@ -254,6 +265,8 @@ class Forwarder:
             writer=CheckpointWriter(checkpoints, deadletter, s.checkpoint_interval, self.stats) if commit else None,
             deadletter=deadletter,
             collector=RunCollector("stdin" if stdin_mode else "file", self.stats, self._lag, self.ready),
+            rules=rules,
+            remote=RemoteRules(s, rules.set_remote, self.stats) if s.remote_rules else None,
             paths=paths,
         )
 
@@ -264,7 +277,7 @@ class Forwarder:
             return h.make_source(checkpoints), None
         if s.paths == ["-"]:
             return StreamSource(sys.stdin.buffer, s.max_line_bytes, self.wake), None
-        tailer = FileTailer(s.paths, checkpoints, TailOptions.from_settings(s), threading.Event())
+        tailer = FileTailer(s.paths, checkpoints, s, threading.Event())
         return tailer, tailer
 
     def _sink(self) -> tuple[Sink, bool]:
@@ -317,19 +330,14 @@ class Forwarder:
             raise
         return servers
 
-    def _watch(self, tailer: FileTailer, settings: Settings) -> Watching:
-        """Watch the tailer's directories (the one place, for start-up and reload alike)."""
-        watching = start_observer(tailer.watched_dirs(), self.wake, tailer.dir_change, settings.poll,
-                                  settings.poll_interval, tailer.notify)
-        tailer.set_watching(watching.native, watching.dirs)
-        return watching
-
     # -- start: threads in data-flow order ----------------------------------------------
     def start(self, p: Pipeline) -> None:
         """Start the watcher, senders, reader, checkpoint writer, then the HTTP servers."""
         p.collector.register()
         if p.tailer is not None:
-            p.watching = self._watch(p.tailer, self.settings)
+            p.watching = follow(p.tailer, self.wake, self.settings.poll, self.settings.poll_interval)
+        if p.remote is not None:
+            p.remote.start()  # the saved rules, then Statsig's, apply before the first line is read
         p.senders.start()
         p.reader_thread.start()
         if p.writer is not None:
@@ -418,6 +426,8 @@ class Forwarder:
             p.collector.unregister()
         if p.watching is not None:
             p.watching.stop()
+        if p.remote is not None:
+            p.remote.stop()
         # After main_loop the workers have finished (or were abandoned); after a failed start
         # they are stopped here. Either way none outlives the run.
         self._abort(p)
@@ -466,15 +476,14 @@ class Forwarder:
         batcher.batch_size, batcher.batch_bytes, batcher.flush_interval = (
             new.batch_size, new.batch_bytes, new.flush_interval)
         p.backoff.initial, p.backoff.maximum = new.retry_initial, new.retry_max
+        p.rules.set_local(new.rules)
         if p.tailer is not None:
-            p.tailer.options.scan_interval = new.glob_interval
-            p.tailer.options.rotate_wait = new.rotate_wait
+            p.tailer.settings = p.tailer.settings.model_copy(
+                update={"glob_interval": new.glob_interval, "rotate_wait": new.rotate_wait})
             if "paths" in applied:
                 p.tailer.patterns = list(new.paths)
                 p.tailer.rescan = True
-                if p.watching is not None:
-                    p.watching.stop()
-                p.watching = self._watch(p.tailer, new)
+                p.watching = follow(p.tailer, self.wake, old.poll, old.poll_interval, p.watching)
         logging.getLogger().setLevel(new.log_level.upper())
         self.settings = old.model_copy(update={k: getattr(new, k) for k in applied})
         self.wake.set()

@@ -26,7 +26,8 @@ from .settings import Settings, flag_commands, load_settings
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
 
-_SKIP_FLAGS = {"paths", "statsig_server_secret_key", "receiver.token"}
+_SKIP_FLAGS = {"paths", "statsig_server_secret_key", "receiver.token", "relay.keys", "rules",
+               "remote_rules_user_custom"}
 # Nested options get --<section>-<key>; these also have the short public name.
 _SHORT_FLAGS = {"receiver.listen": "--listen", "receiver.durability": "--durability",
                 "receiver.max_body_bytes": "--max-body-bytes",
@@ -146,8 +147,7 @@ def run(config: Path | None, paths: tuple[str, ...], **options: Any) -> None:
     from .app import RUN, Forwarder
 
     settings = build_settings(config, paths, options)
-    setup_logging(settings.log_level, settings.log_format, [settings.secret_key or "",
-                                                            settings.receiver.secret_token or ""])
+    setup_logging(settings.log_level, settings.log_format, settings.secrets)
     if not settings.paths:
         raise click.UsageError("no input: give file paths or globs (or '-' for stdin), or set paths in the config")
     if "-" in settings.paths and len(settings.paths) > 1:
@@ -184,21 +184,22 @@ def receive(config: Path | None, paths: tuple[str, ...], **options: Any) -> None
     from .receiver import receive as serve
 
     settings = build_settings(config, paths, options)
-    setup_logging(settings.log_level, settings.log_format, [settings.secret_key or "",
-                                                            settings.receiver.secret_token or ""])
+    setup_logging(settings.log_level, settings.log_format, settings.secrets)
     serve(settings)
 
 
 @main.command()
 @settings_options("check")
 def check(config: Path | None, **options: Any) -> None:
-    """Check with statsig-python-core that the key and the Statsig endpoints answer."""
+    """Check with statsig-python-core that the key and the Statsig endpoints answer; show the SDK relay."""
     from .commands.check import check_statsig
+    from .receiver.relay import relay_status
 
     settings = build_settings(config, (), options)
-    setup_logging(settings.log_level, settings.log_format, [settings.secret_key or ""])
+    setup_logging(settings.log_level, settings.log_format, settings.secrets)
     result = check_statsig(settings)
-    click.echo(Scrubber([settings.secret_key or ""])(result.describe()), err=not result.ok)
+    text = f"{result.describe()}\n{relay_status(settings.relay, settings.secret_key).describe()}"
+    click.echo(Scrubber(settings.secrets)(text), err=not result.ok)
     sys.exit(0 if result.ok else 1)
 
 
@@ -357,6 +358,8 @@ def validate(config: Path | None, files: tuple[str, ...], as_json: bool, **optio
 def _state_options(func: F) -> F:
     func = click.option("--namespace", type=click.Choice(["run", "replay"]), default="run", show_default=True,
                         help="Whose positions: `run`'s, or `replay`'s.")(func)
+    func = click.option("--fingerprint-bytes", "fingerprint_bytes", type=int,
+                        help="As given to `run`: files are identified the same way.")(func)
     func = click.option("--state-dir", "state_dir", type=click.Path(path_type=Path),
                         help="State directory (default: as `run` would use).")(func)
     func = click.option("--config", "config", type=click.Path(path_type=Path),
@@ -364,13 +367,13 @@ def _state_options(func: F) -> F:
     return func
 
 
-def _open_checkpoints(config: Path | None, state_dir: Path | None, namespace: str,
-                      readonly: bool) -> tuple[Any, Any]:
+def _open_checkpoints(config: Path | None, state_dir: Path | None, fingerprint_bytes: int | None,
+                      namespace: str, readonly: bool) -> tuple[Any, Any, Settings]:
     from .commands.checkpoints import NAMESPACES
     from .state.checkpoints import Checkpoints
     from .state.lock import StateDirLock
 
-    settings = build_settings(config, (), {"state_dir": state_dir})
+    settings = build_settings(config, (), {"state_dir": state_dir, "fingerprint_bytes": fingerprint_bytes})
     if not settings.state_dir.is_dir():
         raise StartupError(f"state directory {settings.state_dir} does not exist")
     file_name, lock_name = NAMESPACES[namespace]
@@ -381,7 +384,7 @@ def _open_checkpoints(config: Path | None, state_dir: Path | None, namespace: st
             lock.acquire()
         except StateLockedError as e:
             raise StartupError(f"refusing to change checkpoints: {e}; stop it first") from None
-    return Checkpoints(settings.state_dir, file_name, readonly=readonly), lock
+    return Checkpoints(settings.state_dir, file_name, readonly=readonly), lock, settings
 
 
 @main.group()
@@ -392,14 +395,15 @@ def checkpoints() -> None:
 @checkpoints.command("list")
 @_state_options
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
-def checkpoints_list(config: Path | None, state_dir: Path | None, namespace: str, as_json: bool) -> None:
+def checkpoints_list(config: Path | None, state_dir: Path | None, fingerprint_bytes: int | None,
+                     namespace: str, as_json: bool) -> None:
     """Every tracked file: fingerprint, offset, size, lag, last delivered time, path."""
     import orjson
 
     from .commands.checkpoints import rows
 
-    cps, _ = _open_checkpoints(config, state_dir, namespace, readonly=True)
-    table = rows(cps)
+    cps, _, settings = _open_checkpoints(config, state_dir, fingerprint_bytes, namespace, readonly=True)
+    table = rows(cps, settings.fingerprint_bytes)
     if as_json:
         click.echo(orjson.dumps([r.as_dict() for r in table], option=orjson.OPT_INDENT_2).decode())
         return
@@ -418,15 +422,16 @@ def checkpoints_list(config: Path | None, state_dir: Path | None, namespace: str
 @checkpoints.command("show")
 @click.argument("target")
 @_state_options
-def checkpoints_show(config: Path | None, state_dir: Path | None, namespace: str, target: str) -> None:
+def checkpoints_show(config: Path | None, state_dir: Path | None, fingerprint_bytes: int | None,
+                     namespace: str, target: str) -> None:
     """The checkpoint(s) of TARGET (a path or a fingerprint), as JSON."""
     import orjson
 
     from .commands.checkpoints import find, rows
 
-    cps, _ = _open_checkpoints(config, state_dir, namespace, readonly=True)
+    cps, _, settings = _open_checkpoints(config, state_dir, fingerprint_bytes, namespace, readonly=True)
     keys = set(find(cps, target))
-    found = [r.as_dict() for r in rows(cps) if r.fingerprint in keys]
+    found = [r.as_dict() for r in rows(cps, settings.fingerprint_bytes) if r.fingerprint in keys]
     if not found:
         click.echo(f"no checkpoint for {target!r} in {cps.path}", err=True)
         sys.exit(1)
@@ -437,8 +442,8 @@ def checkpoints_show(config: Path | None, state_dir: Path | None, namespace: str
 @click.argument("target")
 @click.argument("offset")
 @_state_options
-def checkpoints_set(config: Path | None, state_dir: Path | None, namespace: str, target: str,
-                    offset: str) -> None:
+def checkpoints_set(config: Path | None, state_dir: Path | None, fingerprint_bytes: int | None,
+                    namespace: str, target: str, offset: str) -> None:
     """Move TARGET's position (a path, or a fingerprint) to OFFSET: bytes, 'start' or 'end'.
 
     An offset inside a line moves forward to the next line start. For .gz files, offsets
@@ -446,9 +451,9 @@ def checkpoints_set(config: Path | None, state_dir: Path | None, namespace: str,
     """
     from .commands.checkpoints import PositionError, set_position
 
-    cps, lock = _open_checkpoints(config, state_dir, namespace, readonly=False)
+    cps, lock, settings = _open_checkpoints(config, state_dir, fingerprint_bytes, namespace, readonly=False)
     try:
-        key, old, new = set_position(cps, target, offset)
+        key, old, new = set_position(cps, target, offset, settings.fingerprint_bytes)
         cps.flush()
     except PositionError as e:
         raise click.ClickException(str(e)) from None
@@ -461,15 +466,15 @@ def checkpoints_set(config: Path | None, state_dir: Path | None, namespace: str,
 @click.argument("targets", nargs=-1)
 @click.option("--all", "reset_all", is_flag=True, help="Clear every position of the namespace.")
 @_state_options
-def checkpoints_reset(config: Path | None, state_dir: Path | None, namespace: str, targets: tuple[str, ...],
-                      reset_all: bool) -> None:
+def checkpoints_reset(config: Path | None, state_dir: Path | None, fingerprint_bytes: int | None,
+                      namespace: str, targets: tuple[str, ...], reset_all: bool) -> None:
     """Clear the positions of TARGETS (paths or fingerprints), or --all: they count as new files
     (read from the beginning, or skipped to the end with start_at = "end")."""
     from .commands.checkpoints import find
 
     if not targets and not reset_all:
         raise click.UsageError("give the files (or fingerprints) to reset, or --all")
-    cps, lock = _open_checkpoints(config, state_dir, namespace, readonly=False)
+    cps, lock, _ = _open_checkpoints(config, state_dir, fingerprint_bytes, namespace, readonly=False)
     try:
         keys = list(cps.snapshot()) if reset_all else [k for t in targets for k in find(cps, t)]
         for t in targets:

@@ -18,6 +18,10 @@ per request and once per batch. Reference (all names start with `statsig_forward
     events_retried_total{source}             events in requests that failed and were re-sent
     requests_retried_total{source}           requests that failed and were re-sent
     batches_total{source}                    batches delivered
+    events_removed_total{source,origin,rule,action}  events removed by an event rule (origin: local | remote)
+    events_rule_dry_run_total{source,origin,rule,action}  events a dry-run rule would have removed
+    remote_rules_updates_total               remote rule lists applied
+    remote_rules_refused_total               malformed remote rule values refused whole
     request_duration_seconds{outcome}        histogram of each POST: ok | retryable | auth_failed | rejected
     batch_latency_seconds                    histogram: first event of a batch read -> batch accepted
     file_bytes_behind{path}                  file size minus its delivered checkpoint
@@ -90,6 +94,27 @@ class RunCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         return self._families(self._stats.snapshot(), self._lag(), self._ready()[0])
 
+    def _rule_families(self, values: bool) -> Iterator[Metric]:
+        labels = ["source", "origin", "rule", "action"]
+        removed = CounterMetricFamily(PREFIX + "events_removed", "Events removed by an event rule.", labels=labels)
+        dry = CounterMetricFamily(PREFIX + "events_rule_dry_run",
+                                  "Events a dry-run event rule would have removed.", labels=labels)
+        if values:
+            for row in self._stats.removed_by_rule():
+                family = dry if row["dry_run"] else removed
+                family.add_metric([self.source, str(row["origin"]), str(row["rule"]), str(row["action"])],
+                                  int(row["events"]))
+        yield removed
+        yield dry
+        s = self._stats.snapshot() if values else None
+        for name, key, doc in (("remote_rules_updates", "remote_rules_applied", "Remote rule lists applied."),
+                               ("remote_rules_refused", "remote_rules_refused",
+                                "Malformed remote rule values refused whole.")):
+            family = CounterMetricFamily(PREFIX + name, doc)
+            if s is not None:
+                family.add_metric([], int(s[key]))
+            yield family
+
     def _families(
         self, s: dict[str, int | str] | None, lag: Lag | None, ready: bool | None
     ) -> Iterator[Metric]:
@@ -130,6 +155,7 @@ class RunCollector(Collector):
                       num("send_retries"))
         yield counter("batches", "Batches Statsig accepted.", num("batches_sent"))
         yield counter("checkpoint_writes", "Checkpoint files written.", num("checkpoint_writes"), (), [])
+        yield from self._rule_families(s is not None)
 
         behind = GaugeMetricFamily(PREFIX + "file_bytes_behind",
                                    "File size minus its delivered checkpoint.", labels=["path"])

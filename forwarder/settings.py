@@ -18,6 +18,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigError
+from .rules.model import Rules
 
 ENV_PREFIX = "FORWARDER_"
 DEFAULT_API = "https://events.statsigapi.net/v1"
@@ -84,6 +85,34 @@ class ReceiverSettings(BaseModel):
     def secret_token(self) -> str | None:
         token = self.token
         return token.get_secret_value() if token is not None and token.get_secret_value() else None
+
+
+class RelaySettings(BaseModel):
+    """The Statsig SDK relay on the receiver (`POST /v1/log_event`, `/v1/rgstr`): the [relay] section."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    enabled: bool = Field(
+        default=True, description="Serve Statsig's event endpoints wherever the receiver listens.")
+    accept_server_key: bool = Field(
+        default=True, description="Accept the forwarder's own server secret key as STATSIG-API-KEY.")
+    keys: list[SecretStr] = Field(
+        default_factory=list, description="More keys the relay accepts: other server secret keys, and the "
+        "client keys of client SDKs (env FORWARDER_RELAY__KEYS as a JSON list).")
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024,
+        description="Largest relay request body, also once decompressed (413); an SDK batch of 2,000 "
+        "exposures is a few MB.")
+    max_batch_events: int = Field(
+        default=10_000, ge=1, description="Most events in one relay request (413); SDKs send at most 2,000.")
+    internal_events: Literal["forward", "drop"] = Field(
+        default="forward", description="SDK-internal events (statsig:: names other than exposures, "
+        "e.g. statsig::diagnostics): forwarded like any event, or dropped by the relay.")
+
+    def accepted_keys(self, server_key: str | None) -> list[str]:
+        """Every key a relay request may carry, the server key first."""
+        own = [server_key] if server_key and self.accept_server_key else []
+        return own + [k.get_secret_value() for k in self.keys if k.get_secret_value()]
 
 
 class Settings(BaseSettings):
@@ -179,8 +208,23 @@ class Settings(BaseSettings):
     ready_max_lag_seconds: float | None = Field(
         None, gt=0, description="/readyz fails while the oldest undelivered event is older than this "
         "many seconds (unset: no bound).")
+    rules: Rules = Field(default_factory=list, description="Event rules ([[rules]] tables; TOML or env "
+                         "FORWARDER_RULES as JSON only): drop or sample events by name and field.")
+    remote_rules: str | None = Field(None, description="Name of a Statsig dynamic config whose value "
+                                     "{\"rules\": [...]} adds fleet-wide event rules (unset: none).")
+    remote_rules_sync_interval: float = Field(10.0, ge=1.0, description="Seconds between downloads of "
+                                              "Statsig's config specs (the SDK's minimum is 1).")
+    remote_rules_user_id: str | None = Field(None, description="userID this forwarder evaluates "
+                                             "remote_rules as (default: $POD_NAME, else the host name).")
+    remote_rules_user_custom: dict[str, str] = Field(
+        default_factory=dict, description="Custom fields of that user for Statsig targeting, e.g. "
+        "{service = \"checkout\"}; added to host, version, and namespace/node/pod from $POD_NAMESPACE, "
+        "$NODE_NAME, $POD_NAME.")
     receiver: ReceiverSettings = Field(default_factory=lambda: ReceiverSettings(),
                                        description="The HTTP receiver.", json_schema_extra=also("receive"))
+    relay: RelaySettings = Field(default_factory=lambda: RelaySettings(),
+                                 description="The Statsig SDK relay on the receiver.",
+                                 json_schema_extra=also("receive"))
 
     @model_validator(mode="after")
     def _derived(self) -> Settings:
@@ -208,6 +252,12 @@ class Settings(BaseSettings):
     def secret_key(self) -> str | None:
         key = self.statsig_server_secret_key
         return key.get_secret_value() if key is not None and key.get_secret_value() else None
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every configured secret, for the log scrubber: the server key, the receiver token, relay keys."""
+        return [s for s in (self.secret_key, self.receiver.secret_token,
+                            *self.relay.accepted_keys(None)) if s]
 
     @property
     def check_specs_url(self) -> str | None:
@@ -269,10 +319,14 @@ def describe_config_error(e: ValidationError, config_file: Path | None) -> str:
         if err["type"] == "extra_forbidden":
             where = f" in {config_file}" if config_file else ""
             problems.append(f"unknown option {key!r}{where}")
+        elif err["type"] in ("value_error", "missing"):  # a validator's sentence names what it got
+            problems.append(f"{key}: {err['msg'].removeprefix('Value error, ')}")
         else:
             problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})"
-                            if "secret" not in key and "token" not in key else f"{key}: {err['msg']}")
-    return "invalid configuration: " + "; ".join(problems)
+                            if not any(w in key for w in ("secret", "token", "keys")) else f"{key}: {err['msg']}")
+    if len(problems) == 1:
+        return "invalid configuration: " + problems[0]
+    return "invalid configuration:\n  " + "\n  ".join(problems)  # one line per mistake
 
 
 def _check_env_names() -> None:

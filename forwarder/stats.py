@@ -15,6 +15,9 @@ class Stats:
     events_delivered: int = 0
     events_dead_lettered: int = 0
     events_skipped: int = 0  # read, valid, left out on purpose (replay filters)
+    events_removed: int = 0  # read, valid, removed by an event rule (drop, sample)
+    remote_rules_applied: int = 0  # rule lists taken from the remote dynamic config
+    remote_rules_refused: int = 0  # malformed remote values refused whole
     events_rejected_by_statsig: int = 0
     events_statsig_rules: int = 0  # dead-lettered: Statsig would drop them (name, or oversize = reject)
     # Events with a field over Statsig's documented size limits, sent or dead-lettered.
@@ -28,11 +31,24 @@ class Stats:
     checkpoint_writes: int = 0
     sink_state: str = "ok"  # ok | retrying | auth_failed
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # (origin, rule, action, dry_run) -> events it removed (dry run: would have removed)
+    _by_rule: dict[tuple[str, str, str, bool], int] = field(default_factory=dict, repr=False)
 
     def add(self, **counts: int) -> None:
         with self._lock:
             for name, n in counts.items():
                 setattr(self, name, getattr(self, name) + n)
+
+    def add_rules(self, counts: dict[tuple[str, str, str, bool], int]) -> None:
+        with self._lock:
+            for key, n in counts.items():
+                self._by_rule[key] = self._by_rule.get(key, 0) + n
+
+    def removed_by_rule(self) -> list[dict[str, str | int | bool]]:
+        """Per rule and action: events removed (or, for dry-run rules, that would have been)."""
+        with self._lock:
+            return [{"origin": o, "rule": r, "action": a, "dry_run": d, "events": n}
+                    for (o, r, a, d), n in sorted(self._by_rule.items())]
 
     def count_statsig_rules(self, over: list[str], rejected: bool) -> None:
         """One event broke Statsig's rules: `over` lists its fields over a size limit."""

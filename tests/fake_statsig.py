@@ -1,8 +1,10 @@
 """A local fake of Statsig's API, built from ../shared/statsig-wire.md.
 
-Speaks the real wire protocol: `POST .../log_event` and `.../rgstr` with gzip or plain
+Speaks the real wire protocol: `POST .../log_event` and `.../rgstr` with gzip, zstd or plain
 JSON bodies (answer 202 `{"success": true}`), `GET .../download_config_specs/...` for
-the SDK's initialize, `POST .../sdk_exception` (ignored). It records each request's
+the core SDKs' initialize (`specs`; under `/legacy/` the older list format the legacy
+`statsig` SDK reads), `POST .../initialize` for client SDKs, `POST .../get_id_lists`,
+`POST .../sdk_exception` (ignored). It records each request's
 decoded events and headers, and injects faults on demand: a status code for the next N
 requests, `{"success": false}` with 200, a hang, a closed connection, or a refused port
 (`stop()` then `start()` on the same port). Each response goes out in one write.
@@ -26,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import orjson
+import zstandard
 
 SPECS = {
     "has_updates": True,
@@ -35,6 +38,68 @@ SPECS = {
     "layer_configs": {},
     "experiment_to_layer": {},
     "condition_map": {},
+}
+
+# What the real SDKs need to evaluate gates and log exposures (../shared/statsig-wire.md):
+# `relay_gate` passes for everyone through a rule that requires `relay_child`, so checking
+# it logs a gate exposure with one secondary exposure; `relay_config` logs config exposures.
+_RULE = {"passPercentage": 100, "idType": "userID", "returnValue": True}
+SDK_SPECS: dict[str, Any] = {
+    "has_updates": True,
+    "time": 1700000000000,
+    "feature_gates": {
+        "relay_child": {"name": "relay_child", "type": "feature_gate", "entity": "feature_gate", "salt": "c",
+                        "enabled": True, "idType": "userID", "defaultValue": False,
+                        "rules": [{**_RULE, "name": "child", "id": "rule_child", "salt": "c1",
+                                   "conditions": ["public"]}]},
+        "relay_gate": {"name": "relay_gate", "type": "feature_gate", "entity": "feature_gate", "salt": "g",
+                       "enabled": True, "idType": "userID", "defaultValue": False,
+                       "rules": [{**_RULE, "name": "parent", "id": "rule_parent", "salt": "g1",
+                                  "conditions": ["pass_child"]}]},
+    },
+    "dynamic_configs": {
+        "relay_config": {"name": "relay_config", "type": "dynamic_config", "entity": "dynamic_config", "salt": "d",
+                         "enabled": True, "idType": "userID", "defaultValue": {"color": "grey"},
+                         "rules": [{**_RULE, "name": "blue", "id": "rule_blue", "salt": "d1",
+                                    "conditions": ["public"], "returnValue": {"color": "blue"}}]},
+    },
+    "layer_configs": {},
+    "experiment_to_layer": {},
+    "condition_map": {
+        "public": {"type": "public", "idType": "userID"},
+        "pass_child": {"type": "pass_gate", "targetValue": "relay_child", "idType": "userID"},
+    },
+}
+# The same specs in the older list format the legacy `statsig` SDK downloads (conditions inline).
+LEGACY_SPECS: dict[str, Any] = {
+    "has_updates": True,
+    "time": SDK_SPECS["time"],
+    "feature_gates": [
+        {**spec,
+         "rules": [{**rule, "conditions": [SDK_SPECS["condition_map"][c] for c in rule["conditions"]]}
+                   for rule in spec["rules"]]}
+        for spec in SDK_SPECS["feature_gates"].values()
+    ],
+    "dynamic_configs": [
+        {**spec, "rules": [{**rule, "conditions": [SDK_SPECS["condition_map"][c] for c in rule["conditions"]]}
+                           for rule in spec["rules"]]}
+        for spec in SDK_SPECS["dynamic_configs"].values()
+    ],
+    "layer_configs": [],
+}
+# What a client SDK (@statsig/js-client) gets from POST /v1/initialize for any user.
+_CHILD_EXPOSURE = {"gate": "relay_child", "gateValue": "true", "ruleID": "rule_child"}
+CLIENT_INITIALIZE: dict[str, Any] = {
+    "has_updates": True,
+    "time": SDK_SPECS["time"],
+    "hash_used": "none",
+    "feature_gates": {"relay_gate": {"name": "relay_gate", "value": True, "rule_id": "rule_parent",
+                                     "id_type": "userID", "secondary_exposures": [_CHILD_EXPOSURE]}},
+    "dynamic_configs": {"relay_config": {"name": "relay_config", "value": {"color": "blue"},
+                                         "rule_id": "rule_blue", "id_type": "userID", "group": "rule_blue",
+                                         "is_device_based": False, "secondary_exposures": []}},
+    "layer_configs": {},
+    "derived_fields": {},
 }
 
 
@@ -65,6 +130,7 @@ class FakeStatsig:
     port: int = 0
     keep_events: bool = True
     expected_key: str | None = None
+    specs: dict[str, Any] = field(default_factory=lambda: SPECS)  # served to core SDKs (SDK_SPECS: gates)
     latency: float = 0.0  # seconds added before every log_event answer (a slow sink)
     jitter: float = 0.0  # plus up to this many random seconds (answers finish out of order)
     reject_if: Callable[[dict[str, Any]], bool] | None = None  # 400 for batches holding such an event
@@ -72,6 +138,10 @@ class FakeStatsig:
     events: list[dict[str, Any]] = field(default_factory=list)
     event_count: int = 0
     other_requests: list[tuple[str, str]] = field(default_factory=list)
+    # Dynamic configs served in the config specs (set_dynamic_config); empty: SPECS as is.
+    dynamic_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    condition_map: dict[str, dict[str, Any]] = field(default_factory=dict)
+    specs_time: int = 1
     _faults: deque[Fault] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changed: threading.Condition = field(init=False)
@@ -153,6 +223,38 @@ class FakeStatsig:
                 self._faults.popleft()
             return None
 
+    # -- config specs (statsig-python-core evaluates them; ../shared/statsig-wire.md) --------
+    def set_dynamic_config(self, name: str, default: Any,
+                           targets: list[tuple[str, list[str], Any]] | None = None) -> None:
+        """Serve dynamic config `name`: `default` for every user, except users whose field
+        (userID, or a `custom` key) is in the list get that target's value (first target wins).
+        Each call publishes a newer `time`, which the SDK picks up at its next sync."""
+        rules = []
+        with self._lock:
+            for i, (user_field, values, value) in enumerate(targets or []):
+                cond = f"{name}-cond-{i}"
+                self.condition_map[cond] = {"type": "user_field", "field": user_field, "operator": "any",
+                                            "targetValue": list(values), "idType": "userID"}
+                rules.append({"name": f"{name}-rule-{i}", "id": f"{name}-rule-{i}", "passPercentage": 100,
+                              "conditions": [cond], "idType": "userID", "returnValue": value})
+            self.dynamic_configs[name] = {"type": "dynamic_config", "entity": "dynamic_config", "salt": name,
+                                          "enabled": True, "idType": "userID", "defaultValue": default,
+                                          "rules": rules}
+            self.specs_time += 1
+
+    def remove_dynamic_config(self, name: str) -> None:
+        with self._lock:
+            self.dynamic_configs.pop(name, None)
+            self.specs_time += 1
+
+    def specs_payload(self) -> dict[str, Any]:
+        with self._lock:
+            if not self.dynamic_configs and self.specs_time == 1:
+                return self.specs
+            return {**self.specs, "time": self.specs_time,
+                    "dynamic_configs": {**self.specs["dynamic_configs"], **self.dynamic_configs},
+                    "condition_map": {**self.specs["condition_map"], **self.condition_map}}
+
     # -- what arrived --------------------------------------------------------------------
     def _record(self, request: Request) -> None:
         with self._changed:
@@ -231,8 +333,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
-        if self.headers.get("content-encoding", "").lower() == "gzip":
+        encoding = self.headers.get("content-encoding", "").lower()
+        if encoding == "gzip" or (not encoding and "gz=1" in self.path):
             raw = gzip.decompress(raw)
+        elif encoding == "zstd":
+            raw = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
         return raw
 
     def do_GET(self) -> None:
@@ -240,7 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
         with owner._lock:
             owner.other_requests.append(("GET", self.path))
         if "download_config_specs" in self.path:
-            self._reply(200, orjson.dumps(SPECS))
+            specs = LEGACY_SPECS if self.path.startswith("/legacy/") else owner.specs_payload()
+            self._reply(200, orjson.dumps(specs))
         elif self.path == "/_fake/stats":  # for benchmarks running the fake in another process
             self._reply(200, orjson.dumps({"events": owner.event_count, "requests": len(owner.requests)}))
         else:
@@ -257,7 +363,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not (path.endswith("/log_event") or path.endswith("/rgstr")):
             with owner._lock:
                 owner.other_requests.append(("POST", self.path))
-            self._reply(202 if path.endswith("/sdk_exception") else 404, b'{"success":true}')
+            if path.endswith("/initialize"):
+                self._reply(200, orjson.dumps({**CLIENT_INITIALIZE, "time": int(time.time() * 1000)}))
+            elif path.endswith("/get_id_lists"):
+                self._reply(200, b"{}")
+            else:
+                self._reply(202 if path.endswith("/sdk_exception") else 404, b'{"success":true}')
             return
         headers = {k.lower(): v for k, v in self.headers.items()}
         if owner.expected_key is not None and headers.get("statsig-api-key") != owner.expected_key:

@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forwarder.decode.codec import LineError, decode_line
-from forwarder.decode.event import DROPPED_NAME_CHARS, InvalidEvent, _slow, fast_path, over_limits, to_statsig
+from forwarder.decode.event import (
+    DROPPED_NAME_CHARS,
+    InvalidEvent,
+    _slow,
+    _slow_sdk,
+    fast_path,
+    is_sdk_shaped,
+    over_limits,
+    to_statsig,
+)
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(), c, max_size=3),
@@ -76,6 +85,50 @@ def test_fast_path_agrees_with_the_model_on_statsig_rules(obj: dict[str, Any], o
     name = obj["event_name"]
     if any(c in DROPPED_NAME_CHARS for c in name):
         assert slow == "invalid"
+
+
+sdk_keys = st.sampled_from(["eventName", "user", "value", "metadata", "time", "secondaryExposures",
+                            "statsigMetadata", "extra", "event_name"])
+exposure_lists = st.lists(st.dictionaries(st.sampled_from(["gate", "gateValue", "ruleID"]), st.text(max_size=3),
+                                          max_size=3) | json_scalars, max_size=3)
+sdk_events = st.dictionaries(
+    sdk_keys,
+    st.none() | st.text(max_size=130) | st.integers(-5, 2**45) | st.floats(allow_nan=False) | users | json_values
+    | exposure_lists,
+    max_size=7,
+).map(lambda d: {**d, "eventName": "e"} if len(d) % 2 else d)
+
+
+@settings(max_examples=500, deadline=None)
+@given(sdk_events)
+def test_fast_path_of_statsig_shaped_lines_agrees_with_their_model(obj: dict[str, Any]) -> None:
+    fast = _outcome(fast_path, obj)
+    if fast is None:
+        return
+    slow = _slow_sdk if is_sdk_shaped(obj) else _slow
+    assert fast == _outcome(lambda o: slow(o, "metadata"), obj)
+
+
+def test_statsig_shaped_lines_pass_as_they_came() -> None:
+    exposure = {"eventName": "statsig::gate_exposure", "value": None, "statsigMetadata": None, "time": 1795615408601,
+                "user": {"userID": "u1", "customIDs": {"stableID": "s"}, "analyticsOnlyMetadata": {"a": 1}},
+                "metadata": {"gate": "g", "gateValue": "true", "ruleID": "r"},
+                "secondaryExposures": [{"gate": "c", "gateValue": "true", "ruleID": "rc"}]}
+    assert to_statsig(exposure) == {k: v for k, v in exposure.items() if v is not None}
+    assert to_statsig({"eventName": "a", "user": {"userID": "u", "privateAttributes": {"x": 1}, "email": None},
+                       "time": "2024-01-01T00:00:00Z"}) == {"eventName": "a", "user": {"userID": "u"},
+                                                            "time": 1704067200000}
+    assert to_statsig({"eventName": "a", "time": 1, "k": 1})["metadata"] == {"k": 1}
+    with pytest.raises(InvalidEvent, match=r"unknown field\(s\): k"):
+        to_statsig({"eventName": "a", "k": 1}, "reject")
+    with pytest.raises(InvalidEvent, match=r"secondaryExposures\.0"):
+        to_statsig({"eventName": "a", "secondaryExposures": ["g"]})
+    with pytest.raises(InvalidEvent, match="eventName"):
+        to_statsig({"eventName": ""})
+    # Both names: the project's own form, where eventName is just an unknown field.
+    both = to_statsig({"event_name": "mine", "eventName": "theirs", "time": 1})
+    assert both["eventName"] == "mine" and both["metadata"] == {"eventName": "theirs"}
+    assert decode_line(b'{"eventName": "a", "user": {}, "time": 5}') == {"eventName": "a", "user": {}, "time": 5}
 
 
 def test_mapping_of_a_full_event() -> None:
@@ -145,3 +198,20 @@ def test_decode_line_reasons(line: bytes, reason: str) -> None:
 
 def test_crlf_and_surrounding_whitespace_are_accepted() -> None:
     assert decode_line(b' {"event_name": "a", "time": 5}\r')["eventName"] == "a"
+
+
+def _sdk_shaped(obj: dict[str, Any]) -> dict[str, Any]:
+    return {("eventName" if k == "event_name" else k): v for k, v in obj.items() if k != "user_id"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(rule_events.map(_sdk_shaped), st.sampled_from(["send", "reject"]))
+def test_statsig_rules_apply_to_statsig_shaped_lines_on_both_paths(obj: dict[str, Any], oversize: Any) -> None:
+    slow = _outcome(lambda o: _slow_sdk(o, "metadata", oversize), obj)
+    for line_bytes in (None, len(orjson.dumps(obj))):
+        fast = _outcome(lambda o: fast_path(o, line_bytes), obj)  # noqa: B023
+        if fast is not None:
+            assert fast == slow
+            assert over_limits(to_statsig(obj)) == []
+    if any(c in DROPPED_NAME_CHARS for c in obj["eventName"]):
+        assert slow == "invalid"

@@ -154,3 +154,19 @@ def test_start_at_end_skips_gz_present_at_start_but_reads_new_ones(spawn, fake, 
     write(logs / "events.ndjson", range(110, 120))
     assert_exactly_once(fake, [*range(110, 120), *range(200, 220)])
     assert cli.stop() == 0
+
+
+def test_empty_gz_filled_a_moment_after_it_appears_is_read_once_as_gzip(spawn, fake, tmp_path):
+    logs = logs_dir(tmp_path)
+    state = tmp_path / "state"
+    write(logs / "events.ndjson", range(10))
+    cli = run(spawn, fake, state, str(logs / "events.ndjson*"))
+    wait_seqs(fake, range(10))
+    gz = logs / "events.ndjson.1.gz"
+    gz.touch()  # logrotate `compress` creates the .gz empty...
+    time.sleep(0.8)  # ...the forwarder sees it empty (glob_interval 0.5 s)...
+    _write_gz_slowly(gz, lines(range(100, 300)))  # ...then gzip fills it
+    assert_exactly_once(fake, [*range(10), *range(100, 300)])
+    assert cli.stop() == 0
+    assert not (state / "dead-letter.ndjson").exists()
+    assert not _msgs(cli, "invalid")

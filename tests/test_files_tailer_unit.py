@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import errno
+import gzip
+import logging
 import os
+import shutil
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
 from kit import event_line
 from watchdog.observers.polling import PollingObserver
 
-from forwarder.model import Chunk
-from forwarder.source import files as files_mod
-from forwarder.source.files import FileTailer, TailOptions
+from forwarder.model import Chunk, Item
+from forwarder.settings import load_settings
+from forwarder.source import tailer as files_mod
 from forwarder.source.fingerprint import fingerprint_fd, matches
+from forwarder.source.tailer import FileTailer
 from forwarder.source.wake import start_observer
 from forwarder.state.checkpoints import Checkpoints
 
 
-def _tailer(tmp_path: Path, pattern: str, **opts: object) -> FileTailer:
-    return FileTailer([pattern], Checkpoints(tmp_path / "state_cp"), TailOptions(**opts))  # type: ignore[arg-type]
+def _tailer(tmp_path: Path, pattern: str, scan_interval: float = 5.0) -> FileTailer:
+    return FileTailer([pattern], Checkpoints(tmp_path / "state_cp"), load_settings(glob_interval=scan_interval))
 
 
 def test_idle_files_are_not_read_or_statted_when_native_events_work(tmp_path, monkeypatch):
@@ -142,3 +147,61 @@ def test_watch_limit_while_scheduling_falls_back_to_polling(tmp_path):
 ])
 def test_watched_dirs(tmp_path, pattern, expected):
     assert _tailer(tmp_path, pattern).watched_dirs() == expected
+
+
+def _seqs(items: list[Item]) -> list[int]:
+    out = []
+    for item in items:
+        assert isinstance(item, Chunk), item
+        out += [orjson.loads(raw)["metadata"]["seq"] for raw in item.data.splitlines()]
+    return out
+
+
+def _drain(t: FileTailer, polls: int = 6) -> list[int]:
+    got: list[int] = []
+    for _ in range(polls):
+        t.rescan = True
+        got += _seqs(t.poll(1 << 20))
+    return got
+
+
+def test_copytruncate_copy_shorter_than_what_was_read_sends_nothing_again(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    live = logs / "events.ndjson"
+    live.write_bytes(b"".join(event_line(i) for i in range(5)))
+    t = FileTailer([str(logs / "events.ndjson*")], Checkpoints(tmp_path / "state_cp"), load_settings(rotate_wait=0))
+    assert _drain(t) == list(range(5))
+    shutil.copyfile(live, logs / "events.ndjson.1")  # logrotate copies...
+    live.open("ab").write(b"".join(event_line(i) for i in range(5, 10)))
+    assert _drain(t) == list(range(5, 10))  # ...the forwarder reads what the writer appends...
+    os.truncate(live, 0)  # ...then logrotate truncates: the copy ends before what was read
+    live.open("ab").write(b"".join(event_line(i) for i in range(10, 13)))
+    assert _drain(t) == list(range(10, 13))
+    assert "copy of a file already read further (copytruncate)" in caplog.text
+    assert "truncated while stopped" not in caplog.text
+    t.close()
+
+
+def test_an_empty_gz_filled_between_two_reads_is_identified_as_gzip(tmp_path, monkeypatch):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    gz = logs / "events.ndjson.1.gz"
+    gz.write_bytes(gzip.compress(b"".join(event_line(i) for i in range(20))))
+    ino = gz.stat().st_ino
+    real_pread = os.pread
+    looks = {"n": 0}
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        if os.fstat(fd).st_ino == ino and looks["n"] == 0:
+            looks["n"] += 1
+            return b""  # the first look finds it empty: logrotate created it, gzip fills it next
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    t = FileTailer([str(logs / "*")], Checkpoints(tmp_path / "state_cp"), load_settings(rotate_wait=0))
+    got = _drain(t)
+    assert looks["n"] == 1
+    assert sorted(got) == list(range(20))  # read once, decompressed; no binary line dead-lettered
+    t.close()

@@ -42,7 +42,8 @@ def test_each_command_lists_only_its_options() -> None:
     assert check == {"--config", "--statsig-api", "--specs-url", "--check-timeout", "--log-level", "--log-format",
                      "--help"}
 
-    assert flags("checkpoints", "list") == {"--config", "--state-dir", "--namespace", "--json", "--help"}
+    assert flags("checkpoints", "list") == {"--config", "--state-dir", "--namespace", "--json", "--fingerprint-bytes",
+                                            "--help"}
     assert flags("replay") >= BATCHING_AND_RETRY  # replay is run over whole files: it takes them all
 
 

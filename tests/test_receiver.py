@@ -58,7 +58,8 @@ def test_endpoints_append_the_callers_objects(spawn: Callable[..., Cli], tmp_pat
         assert r.status_code == 200 and r.json()["accepted"] == 2
 
         assert c.get("/healthz").json() == {"status": "ok"}
-        assert c.get("/readyz").json() == {"ready": True, "reasons": []}
+        assert c.get("/readyz").json() == {"ready": True, "reasons": [], "relay": {
+            "enabled": True, "paths": ["/v1/log_event", "/v1/rgstr"], "accepted_keys": []}}
         metrics = c.get("/metrics")
         assert metrics.headers["content-type"].startswith("text/plain")
         assert 'statsig_forwarder_receiver_requests_total{code="200",path="/v1/analytics/batch"} 1.0' in metrics.text

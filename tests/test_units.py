@@ -172,15 +172,18 @@ def test_secret_is_never_in_config_errors(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_example_config_lists_every_option_and_loads(tmp_path: Path) -> None:
-    from forwarder.settings import ReceiverSettings, Settings
+    from forwarder.settings import ReceiverSettings, RelaySettings, Settings
 
     example = Path(__file__).parent.parent / "config" / "forwarder.example.toml"
     text = example.read_text()
     top, _, receiver = text.partition("\n[receiver]\n")
     for name in Settings.model_fields:
-        assert re.search(rf"^(# )?{name} =", top, re.M) or name == "receiver", f"{name} missing"
+        assert re.search(rf"^(# )?{name} =", top, re.M) or name in ("receiver", "relay"), f"{name} missing"
+    receiver, _, relay = receiver.partition("\n[relay]\n")
     for name in ReceiverSettings.model_fields:
         assert re.search(rf"^(# )?{name} =", receiver, re.M), f"receiver.{name} missing"
+    for name in RelaySettings.model_fields:
+        assert re.search(rf"^(# )?{name} =", relay, re.M), f"relay.{name} missing"
     load_settings(example)
     # the commented examples are valid too, once switched on (secrets stay commented)
     enabled = re.sub(r"^# (?!statsig_server_secret_key|token)(\w+ = )", r"\1", text, flags=re.M)

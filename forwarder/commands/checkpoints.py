@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from ..source.compressed import is_gzip
-from ..source.fingerprint import FINGERPRINT_BYTES, fingerprint_bytes
+from ..source.fingerprint import FINGERPRINT_BYTES, identify_path
 from ..state.checkpoints import CHECKPOINT_FILE, REPLAY_CHECKPOINT_FILE, Checkpoints, FileState
 from ..state.lock import LOCK_FILE, REPLAY_LOCK_FILE
 
@@ -46,21 +46,8 @@ def _open(path: str) -> BinaryIO:
     return gzip.GzipFile(fileobj=raw, mode="rb") if is_gzip(path) else raw  # type: ignore[return-value]
 
 
-def identify(path: str) -> tuple[str | None, int]:
-    """(fingerprint, content size) of a file; decompressed size for gzip (reads it through)."""
-    with _open(path) as f:
-        head = f.read(FINGERPRINT_BYTES)
-        key = fingerprint_bytes(head)
-        if key is None and head and isinstance(f, gzip.GzipFile):
-            key = fingerprint_bytes(head, len(head))  # a complete compressed file: all there is
-        if isinstance(f, gzip.GzipFile):
-            while f.read(1 << 20):
-                pass
-            return key, f.tell()
-        return key, os.fstat(f.fileno()).st_size
-
-
-def rows(checkpoints: Checkpoints) -> list[Row]:
+def rows(checkpoints: Checkpoints, fp: int = FINGERPRINT_BYTES) -> list[Row]:
+    """Every checkpoint, its file's identity checked as `run` checks it (fp: settings.fingerprint_bytes)."""
     out = []
     for key, state in sorted(checkpoints.snapshot().items(), key=lambda kv: kv[1].path):
         size: int | None = None
@@ -69,12 +56,12 @@ def rows(checkpoints: Checkpoints) -> list[Row]:
             status = "missing"
         else:
             try:
-                now_key, now_size = identify(state.path)
+                now = identify_path(state.path, fp)
             except (OSError, EOFError) as e:
                 status = f"unreadable: {e}"
             else:
-                if now_key == key:
-                    size = now_size
+                if now.matches(key, fp):
+                    size = now.size
                 else:
                     status = "replaced"
         lag = None if size is None else max(0, size - state.offset)
@@ -91,26 +78,32 @@ def find(checkpoints: Checkpoints, target: str) -> list[str]:
     return [k for k, s in snapshot.items() if s.path == path]
 
 
-def set_position(checkpoints: Checkpoints, target: str, offset: str) -> tuple[str, int | None, int]:
+def set_position(checkpoints: Checkpoints, target: str, offset: str,
+                 fp: int = FINGERPRINT_BYTES) -> tuple[str, int | None, int]:
     """Move the position of `target` (a path, or a tracked fingerprint) to `offset`.
 
     `offset` is a byte offset, `start` or `end`; an offset inside a line moves forward to
-    the start of the next line. Returns (fingerprint, old offset, new offset).
+    the start of the next line. The file's identity is the one `run` gives it with the same
+    fingerprint_bytes (`fp`). Returns (fingerprint, old offset, new offset).
     """
     keys = find(checkpoints, target)
     if os.path.isfile(target):
-        key, size = identify(target)
+        now = identify_path(target, fp)
+        tracked = [k for k in keys if now.matches(k, fp)]  # e.g. a short file's head<N> key
+        key = tracked[0] if tracked else now.key(fp)
         if key is None:
             raise PositionError(f"{target}: first line incomplete, the file has no identity yet")
+        size = now.size
         path = os.path.abspath(target)
     elif len(keys) == 1:
         key = keys[0]
         path = checkpoints.snapshot()[key].path
         if not os.path.isfile(path):
             raise PositionError(f"{path} (last path of {key}) does not exist: give the file's current path")
-        now_key, size = identify(path)
-        if now_key != key:
+        now = identify_path(path, fp)
+        if not now.matches(key, fp):
             raise PositionError(f"{path} now holds another file: give the current path of {key}")
+        size = now.size
     else:
         raise PositionError(f"no such file and no checkpoint for {target!r}")
     if offset == "start":

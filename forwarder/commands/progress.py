@@ -40,16 +40,16 @@ Measure = Callable[[Source], tuple[int, int | None]]
 
 
 def counts(stats: Stats) -> dict[str, int]:
-    """Event counters that add up: read >= delivered + dead-lettered + skipped.
+    """Event counters that add up: read >= delivered + dead-lettered + skipped + removed (rules).
 
     The reader adds a chunk's events to `events_read` after shipping its batches, so a
     snapshot can see a batch delivered before it was counted as read.
     """
     s = stats.snapshot()
     dead, by_statsig = int(s["events_dead_lettered"]), int(s["events_rejected_by_statsig"])
-    delivered, skipped = int(s["events_delivered"]), int(s["events_skipped"])
-    read = max(int(s["events_read"]) + dead - by_statsig, delivered + dead + skipped)
-    return {"read": read, "delivered": delivered, "dead_lettered": dead, "skipped": skipped}
+    delivered, skipped, removed = int(s["events_delivered"]), int(s["events_skipped"]), int(s["events_removed"])
+    read = max(int(s["events_read"]) + dead - by_statsig, delivered + dead + skipped + removed)
+    return {"read": read, "delivered": delivered, "dead_lettered": dead, "skipped": skipped, "removed": removed}
 
 
 def delivered_bytes(lag: Callable[[], Lag], commit: bool) -> Measure:
@@ -118,6 +118,8 @@ class Progress:
                 events += f", {c['dead_lettered']} dead-lettered"
             if c["skipped"]:
                 events += f", {c['skipped']} skipped"
+            if c["removed"]:
+                events += f", {c['removed']} removed by rules"
             self._bar.update(self._task, completed=done, total=total, events=events)
             return
         if self.interval is None:

@@ -13,7 +13,6 @@ warning: a replay reads finished files, nothing appends to them).
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import sys
@@ -32,9 +31,10 @@ from ..model import StatsigEvent
 from ..settings import Settings
 from ..source import Source
 from ..source.compressed import GzipSource, is_gzip
-from ..source.files import FileTailer, TailOptions
-from ..source.fingerprint import fingerprint_fd
+from ..source.discovery import expand as discover
+from ..source.fingerprint import identify_path
 from ..source.sequence import Part, SequenceSource
+from ..source.tailer import FileTailer
 from ..state.checkpoints import REPLAY_CHECKPOINT_FILE, Checkpoints
 from ..state.lock import REPLAY_LOCK_FILE
 from .progress import Progress
@@ -82,11 +82,12 @@ class EventSelector:
         return self.names is None or event["eventName"] in self.names
 
 
-def expand(patterns: tuple[str, ...]) -> list[str]:
-    """Files named by paths and globs, each once, oldest (mtime) first; raises ConfigError."""
+def expand(patterns: tuple[str, ...], exclude: list[str] | None = None) -> list[str]:
+    """Files named by paths and globs, each once, oldest (mtime) first, minus `exclude`
+    (as `run` does); raises ConfigError."""
     found: dict[str, tuple[float, str]] = {}
     for pattern in patterns:
-        paths = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        paths = list(discover([pattern], exclude or ()))
         if not paths:
             log.warning("pattern matches no file", extra={"pattern": pattern})
         for path in paths:
@@ -105,21 +106,20 @@ def expand(patterns: tuple[str, ...]) -> list[str]:
 def sequence(files: list[str], checkpoints: Checkpoints, settings: Settings, restart: bool) -> SequenceSource:
     """One Source over `files` in order, each resuming at its replay checkpoint."""
 
-    def opener(path: str) -> Callable[[], Source | None]:
+    # Each file read whole once, from its start when it has no replay checkpoint.
+    whole = settings.model_copy(update={"start_at": "beginning", "rotate_wait": 0.0, "once": True})
+    fp = settings.fingerprint_bytes
+
+    def opener(path: str, compressed: bool) -> Callable[[], Source | None]:
         def open_plain() -> Source | None:
             if restart:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    key = fingerprint_fd(fd)
-                finally:
-                    os.close(fd)
+                key = identify_path(path, fp).key(fp)
                 if key is not None:
                     checkpoints.remove(key)
-            options = TailOptions("beginning", settings.max_line_bytes, rotate_wait=0.0, once=True)
-            return FileTailer([path], checkpoints, options)
+            return FileTailer([path], checkpoints, whole)
 
         def open_gzip() -> Source | None:
-            source = GzipSource(path, settings.max_line_bytes)
+            source = GzipSource(path, settings.max_line_bytes, fingerprint_size=fp)
             if source.key is None:
                 source.close()
                 return None
@@ -132,9 +132,9 @@ def sequence(files: list[str], checkpoints: Checkpoints, settings: Settings, res
                                                        "offset": state.offset if state else 0})
             return source
 
-        return open_gzip if is_gzip(path) else open_plain
+        return open_gzip if compressed else open_plain
 
-    return SequenceSource([Part(path, os.path.getsize(path), opener(path)) for path in files])
+    return SequenceSource([Part(path, os.path.getsize(path), opener(path, is_gzip(path))) for path in files])
 
 
 @dataclass
@@ -149,7 +149,7 @@ class ReplayOptions:
 
 def replay(settings: Settings, patterns: tuple[str, ...], options: ReplayOptions) -> int:
     """Run a replay to its end (or a signal); print the summary; return the exit code."""
-    files = expand(patterns)
+    files = expand(patterns, settings.exclude)
     limiter = None
     if options.rate is not None:
         batch = min(settings.batch_size, max(1, int(options.rate / RATE_BATCHES_PER_S)))
@@ -192,6 +192,8 @@ def summarize(result: RunResult, duration: float) -> dict[str, Any]:
         "events_delivered": s["events_delivered"],
         "events_dead_lettered": s["events_dead_lettered"],
         "events_skipped": s["events_skipped"],
+        "events_removed": s["events_removed"],
+        "removed_by_rule": result.removed_by_rule,
         "duration_s": round(duration, 3),
         "events_per_s": round(read / duration, 1) if duration > 0 else 0.0,
         "complete": not result.interrupted and result.clean,
@@ -200,6 +202,10 @@ def summarize(result: RunResult, duration: float) -> dict[str, Any]:
 
 def format_summary(summary: dict[str, Any], result: RunResult) -> str:
     head = "replay interrupted (re-run the same command to resume)" if result.interrupted else "replay done"
+    removed = f", {summary['events_removed']} removed by rules" if summary["removed_by_rule"] else ""
+    rules = "".join(f"\n  rule {r['origin']}:{r['rule']} ({r['action']}"
+                    + (", dry run: would have removed" if r["dry_run"] else "") + f") {r['events']}"
+                    for r in summary["removed_by_rule"])
     return (f"{head}: {summary['events_read']} events read, {summary['events_delivered']} delivered, "
-            f"{summary['events_dead_lettered']} dead-lettered, {summary['events_skipped']} skipped "
-            f"in {summary['duration_s']:.1f} s ({summary['events_per_s']:.0f} events/s)")
+            f"{summary['events_dead_lettered']} dead-lettered, {summary['events_skipped']} skipped{removed} "
+            f"in {summary['duration_s']:.1f} s ({summary['events_per_s']:.0f} events/s){rules}")

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ..control import Runtime, pid_alive
 from ..metrics import PREFIX
 from ..settings import Settings
+from ..source.fingerprint import FINGERPRINT_BYTES
 from ..state.checkpoints import CHECKPOINT_FILE, Checkpoints
 from ..state.lock import LOCK_FILE
 from .checkpoints import rows
@@ -140,7 +141,8 @@ def from_scrapes(runtime: Runtime | None, state_dir: Path, address: str, cur: Sc
                           "message": labels["message"]}
     events: dict[str, float | None] = {}
     for key, metric in (("read", "events_read_total"), ("delivered", "events_delivered_total"),
-                        ("retried", "events_retried_total"), ("lines", "lines_read_total")):
+                        ("retried", "events_retried_total"), ("lines", "lines_read_total"),
+                        ("removed", "events_removed_total")):
         events[key] = int(_sum(s, PREFIX + metric))
         events[key + "_per_s"] = rate(PREFIX + metric)
     dead = {reason: int(_sum(s, PREFIX + "events_dead_lettered_total", reason=reason))
@@ -175,12 +177,13 @@ def from_scrapes(runtime: Runtime | None, state_dir: Path, address: str, cur: Sc
     )
 
 
-def from_state_dir(state_dir: Path, dead_letter_path: Path, running_pid: int | None = None) -> Status:
+def from_state_dir(state_dir: Path, dead_letter_path: Path, running_pid: int | None = None,
+                   fingerprint_bytes: int = FINGERPRINT_BYTES) -> Status:
     """What the state directory says: checkpoints, the files' sizes now, the dead-letter count."""
     now = time.time()
     files = []
     if (state_dir / CHECKPOINT_FILE).exists():
-        for row in rows(Checkpoints(state_dir, readonly=True)):  # as `checkpoints list` shows them
+        for row in rows(Checkpoints(state_dir, readonly=True), fingerprint_bytes):  # as `checkpoints list` shows them
             since = _epoch(row.last_delivered)
             files.append(FileStatus(row.path, row.offset, row.size, row.lag,
                                     max(0.0, now - since) if row.lag and since else 0.0,
@@ -220,6 +223,7 @@ class Target:
     address: str | None
     runtime: Runtime | None
     running_pid: int | None
+    fingerprint_bytes: int = FINGERPRINT_BYTES  # files are identified as `run` identifies them
 
     @staticmethod
     def find(settings: Settings, address: str | None = None) -> Target:
@@ -235,7 +239,8 @@ class Target:
                     address = configured
                     break
         assert settings.dead_letter_path is not None
-        return Target(settings.state_dir, settings.dead_letter_path, address, runtime, pid)
+        return Target(settings.state_dir, settings.dead_letter_path, address, runtime, pid,
+                      settings.fingerprint_bytes)
 
     def status(self, prev: Scrape | None = None) -> tuple[Status, Scrape | None]:
         """The status now, and the scrape it came from (None: from the state directory)."""
@@ -243,11 +248,11 @@ class Target:
             try:
                 cur = scrape(self.address)
             except Unreachable as e:
-                st = from_state_dir(self.state_dir, self.dead_letter_path, self.running_pid)
+                st = from_state_dir(self.state_dir, self.dead_letter_path, self.running_pid, self.fingerprint_bytes)
                 st.note = f"cannot scrape {e}; figures from the state directory"
                 return st, None
             return from_scrapes(self.runtime, self.state_dir, self.address, cur, prev), cur
-        st = from_state_dir(self.state_dir, self.dead_letter_path, self.running_pid)
+        st = from_state_dir(self.state_dir, self.dead_letter_path, self.running_pid, self.fingerprint_bytes)
         if self.running_pid is not None:
             st.note = (f"running (pid {self.running_pid}) without an HTTP address: start it with --metrics-listen "
                        "for live figures; these come from the state directory")
@@ -317,6 +322,9 @@ def headline(st: Status) -> list[str]:
         d = st.dead_letter
         lines.append(f"dead-lettered: {human_count(d.get('total'))} ({human_count(d.get('invalid'))} invalid, "
                      f"{human_count(d.get('rejected_by_statsig'))} rejected by Statsig)")
+        if e.get("removed"):  # event rules (README "Controlling events"); per rule in /metrics
+            lines.append(f"removed by event rules: {human_count(e.get('removed'))} "
+                         f"({_per_s(e.get('removed_per_s'))})")
     else:
         lines.append(f"Statsig: {STATSIG_STATES.get(st.statsig, st.statsig)};  dead-lettered: "
                      f"{human_count(st.dead_letter.get('total'))} lines in the dead-letter file")

@@ -1,9 +1,15 @@
 """The event model: what one NDJSON line may contain, and its Statsig wire shape.
 
-`Event` is the single definition of a valid line. `to_statsig` maps a decoded JSON
-object to the event Statsig's intake expects. Plain, common lines take a fast path that
-accepts only a strict subset of what `Event` accepts; everything else (ISO times, aliases,
-nulls, unknown keys, any error) goes through `Event`, which decides and explains.
+A line takes one of two forms. The project's own form (`event_name`, `user_id`, ...) is
+defined by `Event`; Statsig's own event shape (`eventName`, `user`, `value`, `metadata`,
+`time`, `secondaryExposures`, `statsigMetadata`), as Statsig SDKs send it to the relay,
+is defined by `SdkEvent`. A line is in Statsig's shape when it has `eventName` and no
+`event_name`. `to_statsig` maps a decoded JSON object to the event Statsig's intake
+expects: an `Event` is mapped field by field, an `SdkEvent` is passed on as it came
+(null fields and the user's privateAttributes left out). Plain, common lines of either
+form take a fast path that accepts only a strict subset of what the model accepts;
+everything else (ISO times, aliases, nulls, unknown keys, any error) goes through the
+model, which decides and explains.
 """
 
 from __future__ import annotations
@@ -94,20 +100,52 @@ class Event(BaseModel):
     @field_validator("time", mode="before")
     @classmethod
     def _time_to_epoch_ms(cls, v: Any) -> Any:
-        if v is None:
-            return None
-        if isinstance(v, bool):
-            raise ValueError("time must be epoch milliseconds or an ISO-8601 string")
-        if isinstance(v, int | float):
-            if not 0 <= v <= MAX_TIME_MS:  # also false for NaN
-                raise ValueError("time must be epoch milliseconds between 0 and year 9999")
-            return int(v)
-        if isinstance(v, str):
-            ms = iso_to_epoch_ms(v)
-            if ms < 0:
-                raise ValueError(f"time {v!r} is before 1970")
-            return ms
+        return _epoch_ms(v)
+
+
+def _epoch_ms(v: Any) -> Any:
+    """A line's `time` (epoch ms, possibly fractional, or ISO-8601) as integer epoch ms."""
+    if v is None:
+        return None
+    if isinstance(v, bool):
         raise ValueError("time must be epoch milliseconds or an ISO-8601 string")
+    if isinstance(v, int | float):
+        if not 0 <= v <= MAX_TIME_MS:  # also false for NaN
+            raise ValueError("time must be epoch milliseconds between 0 and year 9999")
+        return int(v)
+    if isinstance(v, str):
+        ms = iso_to_epoch_ms(v)
+        if ms < 0:
+            raise ValueError(f"time {v!r} is before 1970")
+        return ms
+    raise ValueError("time must be epoch milliseconds or an ISO-8601 string")
+
+
+class SdkUser(User):
+    """The user of a Statsig-shaped event: typed like `User`, and other keys pass (SDKs add some)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    userID: StrictStr | None = None
+
+
+class SdkEvent(BaseModel):
+    """One event in Statsig's own shape, as a Statsig SDK logs it (forwarded as it came)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    eventName: StrictStr = Field(min_length=1, max_length=MAX_EVENT_NAME)
+    user: SdkUser | None = None
+    value: StrictStr | StrictInt | StrictFloat | None = None
+    metadata: dict[str, Any] | None = None
+    time: int | None = Field(None, description="epoch milliseconds, or an ISO-8601 string")
+    secondaryExposures: list[dict[str, Any]] | None = None
+    statsigMetadata: dict[str, Any] | None = None
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time_to_epoch_ms(cls, v: Any) -> Any:
+        return _epoch_ms(v)
 
 
 def iso_to_epoch_ms(text: str) -> int:
@@ -139,7 +177,13 @@ class DroppedByStatsig(InvalidEvent):
 def to_statsig(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata",
                oversize_fields: OversizeFields = "send") -> StatsigEvent:
     """Validate one decoded line and return its Statsig wire event (raises InvalidEvent)."""
-    return fast_path(obj) or _slow(obj, unknown_fields, oversize_fields)
+    slow = _slow_sdk if is_sdk_shaped(obj) else _slow
+    return fast_path(obj) or slow(obj, unknown_fields, oversize_fields)
+
+
+def is_sdk_shaped(obj: dict[str, Any]) -> bool:
+    """Whether a line is in Statsig's own event shape rather than the project's own form."""
+    return "eventName" in obj and "event_name" not in obj
 
 
 def fast_path(d: dict[str, Any], line_bytes: int | None = None) -> StatsigEvent | None:
@@ -152,7 +196,7 @@ def fast_path(d: dict[str, Any], line_bytes: int | None = None) -> StatsigEvent 
     """
     name = d.get("event_name")
     if type(name) is not str or not 0 < len(name) <= MAX_STRING_FIELD:
-        return None
+        return _fast_sdk(d, line_bytes) if name is None and is_sdk_shaped(d) else None
     if not name.isidentifier() and _DROPPED_NAME(name):
         return None
     ev: StatsigEvent = {"eventName": name}
@@ -201,6 +245,51 @@ def fast_path(d: dict[str, Any], line_bytes: int | None = None) -> StatsigEvent 
 
 
 _VALUE_TYPES = (str, int, float)
+# Statsig-shaped fields and the types the fast path takes as they are (null: left out).
+_SDK_KINDS: dict[str, tuple[type, ...]] = {
+    "eventName": (str,), "user": (dict,), "value": _VALUE_TYPES, "metadata": (dict,), "time": (int,),
+    "secondaryExposures": (list,), "statsigMetadata": (dict,),
+}
+
+
+def _fast_sdk(d: dict[str, Any], line_bytes: int | None) -> StatsigEvent | None:
+    """fast_path for a Statsig-shaped line: the event as it came, without its null fields."""
+    name = d["eventName"]
+    if type(name) is not str or not 0 < len(name) <= MAX_STRING_FIELD:
+        return None
+    if not name.isidentifier() and _DROPPED_NAME(name):
+        return None
+    ev: StatsigEvent = {}
+    kinds = _SDK_KINDS
+    for k, v in d.items():
+        kind = kinds.get(k)
+        if kind is None:  # unknown key: the model applies unknown_fields
+            return None
+        if v is None:
+            continue
+        if type(v) not in kind:
+            return None
+        ev[k] = v
+    user = ev.get("user")
+    if user is not None:
+        if not _plain_user(user):
+            return None
+        if "privateAttributes" in user:
+            ev["user"] = {k: v for k, v in user.items() if k != "privateAttributes"}
+    exposures = ev.get("secondaryExposures")
+    if exposures is not None and not all(type(x) is dict for x in exposures):
+        return None
+    value = ev.get("value")
+    if type(value) is str and len(value) > MAX_STRING_FIELD:
+        return None
+    t = ev.get("time")
+    if t is None:
+        ev["time"] = int(_time.time() * 1000)
+    elif not 0 <= t <= MAX_TIME_MS:
+        return None
+    if (line_bytes is None or line_bytes > SAFE_LINE_BYTES) and _objects_over(ev):
+        return None
+    return ev
 
 
 def _plain_user(user: dict[str, Any]) -> bool:
@@ -293,6 +382,29 @@ def _slow(obj: dict[str, Any], unknown_fields: UnknownFields,
     metadata = {**extra, **(event.metadata or {})}
     if metadata or event.metadata is not None:
         ev["metadata"] = metadata
+    ev["time"] = event.time if event.time is not None else int(_time.time() * 1000)
+    check_statsig_rules(ev, oversize_fields)
+    return ev
+
+
+def _slow_sdk(obj: dict[str, Any], unknown_fields: UnknownFields,
+              oversize_fields: OversizeFields = "send") -> StatsigEvent:
+    try:
+        event = SdkEvent.model_validate(obj)
+    except ValidationError as e:
+        raise InvalidEvent(describe(e)) from None
+    extra = event.model_extra or {}
+    if extra and unknown_fields == "reject":
+        raise InvalidEvent("unknown field(s): " + ", ".join(sorted(extra)))
+    ev: StatsigEvent = {"eventName": event.eventName}
+    user = obj.get("user")
+    if user is not None:
+        ev["user"] = {k: v for k, v in user.items() if v is not None and k != "privateAttributes"}
+    for k in ("value", "metadata", "secondaryExposures", "statsigMetadata"):
+        if obj.get(k) is not None:
+            ev[k] = obj[k]
+    if extra:
+        ev["metadata"] = {**extra, **(obj.get("metadata") or {})}
     ev["time"] = event.time if event.time is not None else int(_time.time() * 1000)
     check_statsig_rules(ev, oversize_fields)
     return ev

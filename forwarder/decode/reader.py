@@ -12,6 +12,7 @@ import orjson
 
 from ..delivery.batcher import Batcher
 from ..model import Batch, Chunk, Rejection, StatsigEvent
+from ..rules import ActiveRules
 from ..source import Source
 from ..source.lines import too_long
 from ..state.deadletter import DeadLetter
@@ -49,6 +50,7 @@ class Reader:
         select: Selector | None = None,
         event_id_field: str = "",
         oversize_fields: OversizeFields = "send",
+        rules: ActiveRules | None = None,
     ) -> None:
         self.source = source
         self.batcher = batcher
@@ -62,6 +64,7 @@ class Reader:
         self.select = select
         self.event_id_field = event_id_field  # metadata key of "<fingerprint>:<offset>"; "" = none
         self.oversize_fields = oversize_fields
+        self.rules = rules  # event rules: removed events are counted and passed like skipped ones
         self.stop = threading.Event()  # stop reading, ship what was read
         self.abort = threading.Event()  # give up even on shipping
 
@@ -103,8 +106,12 @@ class Reader:
         select = self.select
         id_field = self.event_id_field
         id_prefix = key + ":" if key is not None and id_field else None
+        ruleset = self.rules.current if self.rules is not None else None  # swapped between chunks only
+        plans = ruleset.plans if ruleset is not None else {}
+        key_prefix = key + ":" if key is not None else None
         n_events = 0
         n_skipped = 0
+        n_removed = 0
         holes = b"\0" in chunk.data
         check_len = len(chunk.data) > max_len  # no line can be longer than its chunk
         for line in lines:
@@ -141,6 +148,14 @@ class Reader:
                 n_skipped += 1
                 continue
             n_events += 1
+            if ruleset is not None:
+                try:
+                    plan = plans[event["eventName"]]  # None for names no rule touches
+                except KeyError:
+                    plan = ruleset.plan(event["eventName"])
+                if plan is not None and plan(event, key_prefix, start, line):
+                    n_removed += 1
+                    continue
             if id_prefix is not None:
                 try:
                     event["metadata"][id_field] = id_prefix + str(start)
@@ -154,7 +169,10 @@ class Reader:
             offset -= 1  # no newline after the last line
         if key is not None:
             self.batcher.mark(key, offset)
-        self.stats.add(lines_read=len(lines), events_read=n_events, events_skipped=n_skipped)
+        if ruleset is not None:
+            ruleset.flush(self.stats)
+        self.stats.add(lines_read=len(lines), events_read=n_events, events_skipped=n_skipped,
+                       events_removed=n_removed)
 
     def _reject(self, rejection: Rejection) -> None:
         delay = 0.5

@@ -1,6 +1,8 @@
 """HTTP receiver: events posted over HTTP are appended durably to the log the tailer follows.
 
     api.py       FastAPI app: event endpoints, /healthz, /readyz, /metrics
+    relay.py     the Statsig SDK relay: /v1/log_event and /v1/rgstr in Statsig's own protocol
+    wire.py      what the endpoints share: bearer token, bodies (gzip, zstd, limits), error answers
     appender.py  single-writer O_APPEND appends with group commit
     server.py    uvicorn in its own thread; the receiver-only process (`receive`)
 """

@@ -10,10 +10,7 @@ JSON (400), event count (413), model (422), append (503).
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,17 +25,30 @@ from ..decode.codec import json_type
 from ..decode.event import Event, InvalidEvent, OversizeFields, UnknownFields, to_statsig
 from ..settings import ReceiverSettings
 from .appender import Appender, AppendError
+from .relay import PATHS as RELAY_PATHS
+from .relay import Relay
+from .wire import (
+    RECEIVER_EVENTS,
+    ApiError,
+    bearer,
+    check_bearer,
+    content_encoding,
+    decompress,
+    error_response,
+    json_response,
+    loads,
+    read_body,
+)
 
 Ready = Callable[[], tuple[bool, list[str]]]
 
 EVENTS_PATH = "/v1/analytics/events"
 BATCH_PATH = "/v1/analytics/batch"
 NDJSON_PATH = "/v1/events"
-_PATHS = frozenset((EVENTS_PATH, BATCH_PATH, NDJSON_PATH, "/healthz", "/readyz", "/metrics"))
+_PATHS = frozenset((EVENTS_PATH, BATCH_PATH, NDJSON_PATH, *RELAY_PATHS, "/healthz", "/readyz", "/metrics"))
 
 REQUESTS = Counter("statsig_forwarder_receiver_requests", "HTTP requests answered, by path and status code.",
                    ["path", "code"])
-EVENTS = Counter("statsig_forwarder_receiver_events", "Events accepted and appended to the receiver log.")
 APPEND_FAILURES = Counter("statsig_forwarder_receiver_append_failures", "Requests answered 503: the append failed.")
 
 
@@ -51,29 +61,7 @@ class Intake:
     max_line_bytes: int = 1024 * 1024
     unknown_fields: UnknownFields = "metadata"
     oversize_fields: OversizeFields = "send"
-
-
-class ApiError(Exception):
-    """An error answer: `{"success": false, "message": ..., "errors": [...]}`."""
-
-    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.errors = errors
-        self.headers = headers
-
-
-def _json(status: int, doc: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(doc), status_code=status, media_type="application/json", headers=headers)
-
-
-def _error_response(e: ApiError) -> Response:
-    doc: dict[str, Any] = {"success": False, "message": e.message}
-    if e.errors is not None:
-        doc["errors"] = e.errors
-    return _json(e.status, doc, e.headers)
+    relay: Relay | None = None  # the Statsig SDK endpoints (relay.enabled)
 
 
 class _CountRequests:
@@ -127,11 +115,11 @@ _ERROR_SCHEMA = {"type": "object", "properties": {
     "errors": {"type": "array", "items": {"type": "object", "properties": {
         "index": {"type": "integer"}, "message": {"type": "string"}}}}}}
 _ERRORS = {
-    "400": "Body is not valid JSON (or not valid gzip)",
+    "400": "Body is not valid JSON (or not valid gzip/zstd)",
     "401": "Missing or wrong bearer token",
     "408": "Body not received within read_timeout",
     "413": "Body larger than max_body_bytes, or more than max_batch_events events",
-    "415": "Unsupported Content-Encoding (only gzip and identity)",
+    "415": "Unsupported Content-Encoding (only gzip, zstd and identity)",
     "422": "Not a valid event; `errors` names each failing event (index) and field",
     "503": "The log cannot be written (disk full, unwritable); nothing was appended, retry later",
 }
@@ -158,12 +146,12 @@ def create_app(ready: Ready, intake: Intake | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return _json(exc.status_code, {"success": False, "message": str(exc.detail)},
-                     dict(exc.headers) if exc.headers else None)
+        return json_response(exc.status_code, {"success": False, "message": str(exc.detail)},
+                             dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        return _error_response(exc)
+        return error_response(exc)
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -173,7 +161,11 @@ def create_app(ready: Ready, intake: Intake | None = None) -> FastAPI:
              responses={503: {"description": "Not ready; `reasons` says why"}})
     async def readyz() -> Response:
         ok, reasons = ready()
-        return _json(200 if ok else 503, {"ready": ok, "reasons": reasons})
+        doc: dict[str, Any] = {"ready": ok, "reasons": reasons}
+        if intake is not None:
+            doc["relay"] = (intake.relay.status.as_dict() if intake.relay is not None
+                            else {"enabled": False, "paths": [], "accepted_keys": []})
+        return json_response(200 if ok else 503, doc)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def metrics() -> Response:
@@ -202,6 +194,14 @@ def _add_intake(app: FastAPI, intake: Intake) -> None:
     async def post_ndjson(request: Request) -> Response:
         return await handle(request, _parse_ndjson)
 
+    relay = intake.relay
+    if relay is not None:
+        async def post_sdk_events(request: Request) -> Response:
+            return await relay(request)
+
+        for path in RELAY_PATHS:
+            app.add_api_route(path, post_sdk_events, methods=["POST"], include_in_schema=False)
+
 
 Parser = Callable[[bytes], list[Any]]
 
@@ -213,15 +213,14 @@ class _Handler:
         self.intake = intake
         self.appender = intake.appender
         opts = intake.options
-        token = opts.secret_token
-        self.token = f"Bearer {token}".encode() if token else None
+        self.token = bearer(opts.secret_token)
         self.max_body = opts.max_body_bytes
         self.max_events = opts.max_batch_events
         self.read_timeout = opts.read_timeout
 
     async def __call__(self, request: Request, parse: Parser) -> Response:
         try:
-            self._authorize(request)
+            check_bearer(request, self.token)
             body = await self._body(request)
             objs = parse(body)
             data = self._lines(objs)
@@ -231,41 +230,16 @@ class _Handler:
                 APPEND_FAILURES.inc()
                 raise ApiError(503, str(e), headers={"Retry-After": "1"}) from None
         except ApiError as e:
-            return _error_response(e)
-        EVENTS.inc(len(objs))
+            return error_response(e)
+        RECEIVER_EVENTS.inc(len(objs))
         n = len(objs)
-        return _json(200, {"success": True, "message": f"{n} event{'s' if n != 1 else ''} accepted",
-                           "accepted": n})
-
-    def _authorize(self, request: Request) -> None:
-        if self.token is None:
-            return
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, self.token):
-            raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <receiver.token>)",
-                           headers={"WWW-Authenticate": "Bearer"})
+        return json_response(200, {"success": True, "message": f"{n} event{'s' if n != 1 else ''} accepted",
+                                   "accepted": n})
 
     async def _body(self, request: Request) -> bytes:
-        limit = self.max_body
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, f"body of {declared} bytes is over max_body_bytes ({limit})")
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", "gzip", ""):
-            raise ApiError(415, f"unsupported Content-Encoding {encoding!r}: use gzip or none")
-        chunks = []
-        size = 0
-        try:
-            async with asyncio.timeout(self.read_timeout):
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > limit:
-                        raise ApiError(413, f"body is over max_body_bytes ({limit})")
-                    chunks.append(chunk)
-        except TimeoutError:
-            raise ApiError(408, f"body not received within read_timeout ({self.read_timeout} s)") from None
-        body = b"".join(chunks)
-        return _gunzip(body, limit) if encoding == "gzip" else body
+        encoding = content_encoding(request)
+        body = await read_body(request, self.max_body, self.read_timeout)
+        return decompress(body, encoding, self.max_body)
 
     def _lines(self, objs: list[Any]) -> bytes:
         """Validate every event (all or nothing) and render the NDJSON to append."""
@@ -303,36 +277,12 @@ class _Handler:
         return b"\n".join(lines)
 
 
-def _gunzip(body: bytes, limit: int) -> bytes:
-    out = bytearray()
-    data = body
-    try:
-        while data:
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            out += d.decompress(data, limit + 1 - len(out))
-            if len(out) > limit or d.unconsumed_tail:
-                raise ApiError(413, f"body is over max_body_bytes ({limit}) once gunzipped")
-            if not d.eof:
-                raise ApiError(400, "invalid gzip body: truncated")
-            data = d.unused_data
-    except zlib.error as e:
-        raise ApiError(400, f"invalid gzip body: {e}") from None
-    return bytes(out)
-
-
-def _loads(data: bytes) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise ApiError(400, f"invalid JSON: {e}") from None
-
-
 def _parse_one(body: bytes) -> list[Any]:
-    return [_loads(body)]
+    return [loads(body)]
 
 
 def _parse_array(body: bytes) -> list[Any]:
-    doc = _loads(body)
+    doc = loads(body)
     if type(doc) is not list:
         raise ApiError(422, f"expected a JSON array of events, got {json_type(doc)}")
     return doc

@@ -21,8 +21,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..errors import ServeError
 from ..settings import Settings, parse_listen
+from ..state.deadletter import DeadLetter
 from .api import Intake, Ready, create_app, default_ready
 from .appender import Appender
+from .relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,8 @@ class HttpServer:
     """One ASGI app served by uvicorn on its own event loop thread."""
 
     def __init__(self, app: FastAPI, listen: str, idle_timeout: float, name: str = "http",
-                 after_stop: Callable[[], None] | None = None) -> None:
+                 after_stop: Callable[[], None] | None = None,
+                 before_stop: Callable[[], None] | None = None) -> None:
         host, port = parse_listen(listen)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; without it each
@@ -100,6 +103,7 @@ class HttpServer:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._error: BaseException | None = None
         self._after_stop = after_stop
+        self._before_stop = before_stop
         self._stopped = False
 
     def _serve(self) -> None:
@@ -125,6 +129,8 @@ class HttpServer:
         if self._stopped:
             return
         self._stopped = True
+        if self._before_stop is not None:
+            self._before_stop()
         self.server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -147,9 +153,27 @@ def build_receiver(settings: Settings, ready: Ready | None = None) -> tuple[Http
     r = settings.receiver
     listen = r.listen or DEFAULT_RECEIVE_LISTEN
     appender = Appender(settings.receiver_log_path, r.durability)
-    intake = Intake(appender, r, settings.max_line_bytes, settings.unknown_fields, settings.oversize_fields)
+    relay = None
+    closers = [appender.close]
+    if settings.relay.enabled:
+        assert settings.dead_letter_path is not None  # derived by Settings
+        deadletter = DeadLetter(settings.dead_letter_path)
+        relay = Relay(appender, deadletter, settings.relay, settings.secret_key, r.secret_token, r.read_timeout,
+                      settings.max_line_bytes, settings.unknown_fields, settings.oversize_fields)
+        closers.append(deadletter.close)
+        log.info(relay.status.describe())
+    intake = Intake(appender, r, settings.max_line_bytes, settings.unknown_fields, settings.oversize_fields, relay)
+
+    def stopping() -> None:
+        if relay is not None:
+            relay.stopping = True
+
+    def after_stop() -> None:
+        for close in closers:
+            close()
+
     app = create_app(default_ready(appender, ready), intake)
-    server = HttpServer(app, listen, r.read_timeout, "receiver", appender.close)
+    server = HttpServer(app, listen, r.read_timeout, "receiver", after_stop, before_stop=stopping)
     ignore_file_size_signal()
     return server, appender
 

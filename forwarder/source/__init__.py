@@ -1,4 +1,10 @@
-"""Sources turn files or stdin into Chunks of whole lines and Rejections."""
+"""Sources turn files or stdin into Chunks of whole lines and Rejections.
+
+Files: discovery.py (paths, globs, exclude) -> tailer.py (the scheduling loop) owning one
+watcher.py per file, identified by fingerprint.py; wake.py wires a watchdog observer to the
+tailer (`follow`). compressed.py reads a .gz, sequence.py chains sources (replay), stdin.py
+reads standard input, lines.py splits bytes into whole lines.
+"""
 
 from __future__ import annotations
 

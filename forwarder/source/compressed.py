@@ -27,20 +27,20 @@ import os
 import zlib
 
 from ..model import Item
-from .fingerprint import FINGERPRINT_BYTES, fingerprint_bytes
+from .fingerprint import FINGERPRINT_BYTES, GZIP_MAGIC, content_key, read_head
 from .lines import LineBuffer
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
-GZIP_MAGIC = b"\x1f\x8b"
+__all__ = ["GZIP_MAGIC", "GzipSource", "is_gzip"]
 
 
 def is_gzip(path: str) -> bool:
     """True for a file that starts with the gzip magic bytes (whatever its name)."""
     try:
         with open(path, "rb") as f:
-            return f.read(2) == GZIP_MAGIC
+            return read_head(f.fileno(), len(GZIP_MAGIC)).compressed
     except OSError:
         return False
 
@@ -80,7 +80,7 @@ class GzipSource:
         self.head = head
         # The file is complete: a first line shorter than the fingerprint size and without a
         # newline is all there is, so it identifies the file by itself.
-        return fingerprint_bytes(head, self._fp_size) or fingerprint_bytes(head, len(head))
+        return content_key(head, self._fp_size, complete=True)
 
     def start(self, offset: int, restart_if_shorter: bool = True) -> None:
         """Position at `offset` of the decompressed stream.

@@ -1,6 +1,9 @@
 """Wake the tailer when watched directories change: watchdog's native observer
 (inotify on Linux), or its polling observer with --poll or when the native one fails
-(inotify watches or instances used up)."""
+(inotify watches or instances used up).
+
+`follow` is the one wiring of an observer to a tailer, at start-up and on every reload.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,15 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
+
+if TYPE_CHECKING:
+    from .tailer import FileTailer
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +110,18 @@ def _stop_quietly(observer: BaseObserver) -> None:
             observer.join(2)
     except (OSError, RuntimeError):
         pass
+
+
+def follow(tailer: FileTailer, wake: threading.Event, poll: bool, poll_interval: float,
+           previous: Watching | None = None) -> Watching:
+    """Watch the directories of `tailer`'s paths: events wake `wake` and name files to the tailer.
+
+    Stops `previous` first (a reload). The tailer learns which directories deliver native
+    events, so it stops re-reading idle files there; changes in between are picked up by
+    the rescan this triggers.
+    """
+    if previous is not None:
+        previous.stop()
+    watching = start_observer(tailer.watched_dirs(), wake, tailer.dir_change, poll, poll_interval, tailer.notify)
+    tailer.set_watching(watching.native, watching.dirs)
+    return watching

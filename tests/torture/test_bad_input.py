@@ -66,6 +66,12 @@ def _event(**fields: Any) -> bytes:
     return orjson.dumps({"event_name": "fuzz", "user_id": "u", **fields})
 
 
+def _sdk_event(**fields: Any) -> bytes:
+    """In Statsig's own shape, as the relay appends what SDKs send."""
+    return orjson.dumps({"eventName": "fuzz", "user": {"userID": "u"}, "value": None, "statsigMetadata": None,
+                         "secondaryExposures": [{"gate": "g", "gateValue": "true", "ruleID": "r"}], **fields})
+
+
 hostile_fragments = st.sampled_from([
     b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400", b"123456789012345678901234567890",
     b"18446744073709551616", b"-9223372036854775809", b"1e30", b"0.1e-400", b'"\\ud800"', b'"\\u0000"',
@@ -104,8 +110,9 @@ def hostile_lines(draw: st.DrawFn) -> bytes:
                 "only": b"\0" * 3}[where]
     if kind == 7:  # whitespace of every kind
         return draw(st.sampled_from([b"", b" ", b"\t", b"\r", b" \r", b"\x0b", b"\x0c", b"\xa0", b"\x1c"]))
-    if kind == 8:  # a valid event, maybe with an ISO time or a truncated tail
-        line = _event(metadata={"k": draw(st.text(max_size=20))}, time=draw(
+    if kind == 8:  # a valid event of either form, maybe with an ISO time or a truncated tail
+        make = _sdk_event if draw(st.booleans()) else _event
+        line = make(metadata={"k": draw(st.text(max_size=20))}, time=draw(
             st.integers(0, 2**53) | st.sampled_from(["2025-01-01T00:00:00Z", "garbage", "0001-01-01", ""])))
         cut = draw(st.integers(0, len(line)))
         return line if draw(st.booleans()) else line[:cut]

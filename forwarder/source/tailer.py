@@ -1,14 +1,13 @@
 """Follow NDJSON files: appends, rename rotation, truncation, deletion, new files.
 
-`FileWatcher` reads one file; `FileTailer` finds files (paths, globs, `exclude`),
-decides which watcher owns which identity (fingerprint key), and moves watchers through
-their states:
-
-    unidentified --(first line complete, or fingerprint_wait passed)--> active
-    active --(path now names another file, or is gone)--> draining
-    draining --(read to its end, no partial line, quiet for rotate_wait)--> released
-    active --(idle while more than max_open_files are open)--> parked (fd closed) --> active
-    compressed: unidentified --(unchanged for rotate_wait)--> active --(read whole)--> released
+`FileTailer` is the scheduling loop: it asks discovery (discovery.py) which paths to
+follow, opens a `FileWatcher` (watcher.py) per file, decides which watcher owns which
+identity (fingerprint.py), reads the watchers in turn within a byte budget, and releases
+them through one path (`_release`). A watcher is identified when its first line is
+complete (or fingerprint_wait has passed); it is then FOLLOWING until its path names
+another file or is gone (DRAINING), and is released once read to its end, with no
+partial line, quiet for rotate_wait. Idle watchers beyond max_open_files are PARKED
+(descriptor closed) and reopened when they change.
 
 A draining file is released only once it has been read to its end, so a rotation while
 the sink is down never abandons unread bytes (reading pauses, the file stays open).
@@ -23,153 +22,44 @@ compresses into the final name), then read whole, once, through a GzipSource, ke
 fingerprint of its decompressed start and checkpointed in decompressed offsets, so the
 compressed copy of a file already read resumes at its end. It is not followed: read to its
 end (or to damage, which is logged), it is closed and not opened again unless it changes.
+
+Options come from the one settings table (forwarder/settings.py): the tailer reads the
+Settings object it is given (`replay` gives a copy with its own start_at/once/rotate_wait).
 """
 
 from __future__ import annotations
 
-import fnmatch
-import glob
+import enum
 import logging
 import os
 import stat
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..model import Item
 from ..state.checkpoints import Checkpoints, FileState
-from .compressed import GZIP_MAGIC, GzipSource
-from .fingerprint import data_start, fingerprint_fd, matches, matches_head
-from .lines import LineBuffer
+from .compressed import GzipSource
+from .discovery import expand, watched_dirs
+from .fingerprint import matches, matches_head, read_head
+from .watcher import READ_SIZE, FileWatcher, Found, Kind, State
 
 if TYPE_CHECKING:
     from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 256 * 1024  # bytes per pread, and per file per poll (fairness)
+__all__ = ["READ_SIZE", "FileTailer"]
 
 
-@dataclass(slots=True)
-class TailOptions:
-    """The file-following knobs, taken from Settings."""
+class Release(enum.Enum):
+    """Why a watcher is let go (see FileTailer._release)."""
 
-    start_at: str = "beginning"
-    max_line_bytes: int = 1024 * 1024
-    rotate_wait: float = 5.0
-    scan_interval: float = 1.0
-    once: bool = False  # read every file to its end, then report exhausted
-    exclude: list[str] = field(default_factory=list)
-    fingerprint_bytes: int = 256
-    fingerprint_wait: float = 5.0
-    partial_line_timeout: float = 30.0
-    checkpoint_ttl: float = 7 * 86400.0
-    ignore_older: float = 0.0  # 0: off
-    max_open_files: int = 512
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> TailOptions:
-        return cls(
-            start_at=s.start_at, max_line_bytes=s.max_line_bytes, rotate_wait=s.rotate_wait,
-            scan_interval=s.glob_interval, once=s.once, exclude=list(s.exclude),
-            fingerprint_bytes=s.fingerprint_bytes, fingerprint_wait=s.fingerprint_wait,
-            partial_line_timeout=s.partial_line_timeout, checkpoint_ttl=s.checkpoint_ttl,
-            ignore_older=s.ignore_older, max_open_files=s.max_open_files,
-        )
-
-
-class FileWatcher:
-    """One file read from a position; knows its identity (fingerprint key)."""
-
-    def __init__(self, path: str, fd: int, st: os.stat_result, max_line_bytes: int) -> None:
-        self.path = path
-        self.real = os.path.realpath(path)
-        self.fd: int | None = fd  # None while parked
-        self.dev = st.st_dev
-        self.ino = st.st_ino
-        self.key: str | None = None
-        self.pos = 0  # next byte to read
-        self.origin = 0  # where reading started (delivered position before any checkpoint)
-        self.lines = LineBuffer(None, path, 0, max_line_bytes)
-        self.draining = False
-        self.fresh = False  # appeared while running (truncated/rewritten): always from byte 0
-        self.initial = False  # found by the first scan: start_at applies
-        self.evented = False  # the observer reports changes to it
-        self.changed = False  # the observer reported a change not read yet
-        self.at_eof = False
-        self.short_tried = False
-        self.skip_to = 0  # without checkpoint, start here (ignore_older)
-        self.opened = time.monotonic()
-        self.last_growth = self.opened
-        self.compressed = False  # starts with the gzip magic: read whole through `gz`, never followed
-        self.gz: GzipSource | None = None
-        self.gz_sig: tuple[int, int] | None = None  # (size, mtime_ns) when last looked at
-
-    def identify(self, size: int, short_ok: bool) -> str | None:
-        assert self.fd is not None
-        return fingerprint_fd(self.fd, size, short_ok)
-
-    def start(self, key: str, offset: int) -> None:
-        self.key = key
-        self.lines.key = key
-        if self.gz is not None:
-            # Same first line but shorter than what was read: a copy compressed while the app still
-            # wrote to the original (logrotate `compress` without `delaycompress`), nothing new.
-            self.gz.start(offset, restart_if_shorter=False)
-            self.pos = self.origin = self.gz.position
-            return
-        if offset == 0 and self.fd is not None:
-            offset = data_start(self.fd) or 0  # skip a leading hole (copytruncate, stale writer)
-        self.pos = offset
-        self.origin = offset
-        self.lines.reset(offset)
-
-    def read(self, budget: int, out: list[Item], fp_bytes: int) -> bool:
-        """Read up to `budget` bytes; False when the file changed identity under us."""
-        assert self.fd is not None
-        if self.gz is not None:
-            out.extend(self.gz.poll(budget))
-            self.pos = self.gz.position
-            return True
-        if self.at_eof and not self._still_same_file(fp_bytes):
-            return False
-        while budget > 0:
-            data = os.pread(self.fd, min(READ_SIZE, budget), self.pos)
-            if not data:
-                self.at_eof = True
-                return True
-            self.at_eof = False
-            self.last_growth = time.monotonic()
-            self.pos += len(data)
-            budget -= len(data)
-            self.lines.feed(data, out)
-        return True
-
-    def _still_same_file(self, fp_bytes: int) -> bool:
-        """At EOF: detect truncation (shrunk) and in-place rewrites (head changed)."""
-        assert self.fd is not None and self.key is not None
-        size = os.fstat(self.fd).st_size
-        if size == self.pos:
-            return True
-        if size < self.pos:
-            log.info("file truncated, reading again from the start", extra={"path": self.path})
-            return False
-        if not matches(self.fd, self.key, fp_bytes):
-            log.info("file rewritten in place, reading again from the start", extra={"path": self.path})
-            return False
-        return True
-
-    def park(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def close(self) -> None:
-        if self.gz is not None:
-            self.gz.close()
-            self.gz = None
-        self.park()
+    ROTATED = "rotated"  # drained to its end after its path moved on
+    DELETED = "deleted"  # drained to its end after it was unlinked
+    COMPRESSED = "compressed"  # a .gz read whole (or to damage), or skipped as history
+    GONE_WHILE_PARKED = "gone while parked"  # its path names another file now: identity decides
+    DUPLICATE = "duplicate"  # the same content is already read through another file
 
 
 class FileTailer:
@@ -179,13 +69,13 @@ class FileTailer:
         self,
         patterns: list[str],
         checkpoints: Checkpoints,
-        options: TailOptions,
+        settings: Settings,
         dir_change: threading.Event | None = None,
     ) -> None:
         self.patterns = patterns
         self.dir_change = dir_change or threading.Event()
         self.checkpoints = checkpoints
-        self.options = options
+        self.settings = settings
         self.rescan = True
         self._by_path: dict[str, FileWatcher] = {}  # active watcher of each path
         self._by_inode: dict[tuple[int, int], FileWatcher] = {}  # every watcher
@@ -212,7 +102,7 @@ class FileTailer:
     @property
     def exhausted(self) -> bool:
         """With `once`: every file has been read to its end."""
-        return self.options.once and self._idle
+        return self.settings.once and self._idle
 
     def location(self, key: str) -> tuple[str, int, int]:
         return self._locations.get(key, ("", 0, 0))
@@ -221,10 +111,11 @@ class FileTailer:
         """(path, key, size, origin) of each identified open file; callable from any thread."""
         out = []
         for key, w in list(self._by_key.items()):
-            if w.fd is None or w.compressed:  # closed while idle; compressed: size is not offsets
+            fd = w.fd
+            if fd is None or w.compressed:  # closed while idle; compressed: size is not offsets
                 continue
             try:
-                st = os.fstat(w.fd)
+                st = os.fstat(fd)
             except OSError:  # closed meanwhile
                 continue
             if (st.st_dev, st.st_ino) == (w.dev, w.ino):  # not a reused descriptor
@@ -233,22 +124,16 @@ class FileTailer:
 
     def watched_dirs(self) -> dict[str, bool]:
         """Directories whose changes should wake the tailer -> watch recursively?"""
-        dirs: dict[str, bool] = {}
-        for pattern in self.patterns:
-            parts = os.path.abspath(pattern).split(os.sep)
-            magic = [i for i, part in enumerate(parts) if glob.has_magic(part)]
-            if not magic:
-                base, recursive = os.sep.join(parts[:-1]), False
-            else:
-                base, recursive = os.sep.join(parts[: magic[0]]), magic[0] < len(parts) - 1
-            base = base or os.sep
-            dirs[base] = dirs.get(base, False) or recursive
-        return dirs
+        return watched_dirs(self.patterns)
 
     def set_watching(self, native: bool, dirs: dict[str, bool]) -> None:
-        """Tell the tailer which real directories deliver native events."""
+        """Tell the tailer which real directories deliver native events (again after a reload)."""
         self._native = native
         self._watched = dict(dirs)
+        for w in self._by_inode.values():
+            w.evented = self._is_evented(w.real)
+            w.changed = True  # changes between two observers are reported by none
+        self.rescan = True
 
     def notify(self, path: str) -> None:
         """An observer saw `path` (a real path) change; called from the observer thread."""
@@ -259,14 +144,14 @@ class FileTailer:
     def poll(self, budget: int) -> list[Item]:
         """Read what is new, at most about `budget` bytes in all, files taken in turn."""
         now = time.monotonic()
-        opts = self.options
+        s = self.settings
         if self.dir_change.is_set():
             self.dir_change.clear()
             self.rescan = True
         sweep = False
         if self.rescan or now >= self._next_scan:
             self.rescan = False
-            self._next_scan = now + opts.scan_interval
+            self._next_scan = now + s.glob_interval
             self._scan()
             self._expire()
             sweep = True
@@ -281,7 +166,7 @@ class FileTailer:
                     w.changed = True
         out: list[Item] = []
         for w in list(self._unidentified):
-            waited = now - w.opened >= opts.fingerprint_wait or opts.once
+            waited = now - w.opened >= s.fingerprint_wait or s.once
             if self._due(w, sweep) or (waited and not w.short_tried):
                 w.changed = False
                 self._try_identify(w, waited)
@@ -295,27 +180,29 @@ class FileTailer:
             if remaining <= 0:
                 self._cursor = start + i  # the next poll starts with the first file skipped
                 break
-            if w.fd is None and not ((sweep or w.changed) and self._unpark(w)):
+            if w.state is State.RELEASED:
+                continue  # let go earlier in this poll (a parked duplicate of a reopened file)
+            if w.parked and not ((sweep or w.changed) and self._unpark(w)):
                 continue
             if self._due(w, sweep):
                 w.changed = False
                 before = len(out)
                 pos = w.pos
-                if not w.read(min(remaining, READ_SIZE), out, opts.fingerprint_bytes):
+                if not w.read(min(remaining, READ_SIZE), out, s.fingerprint_bytes):
                     self._reidentify(w)
                     continue
                 remaining -= w.pos - pos
                 if w.gz is not None and w.gz.exhausted:
-                    self._release_compressed(w)
+                    self._release(w, Release.COMPRESSED)
                     continue
                 if len(out) > before:
                     continue
-            if w.at_eof and w.lines.pending and now - w.lines.partial_since >= opts.partial_line_timeout:
+            if w.at_eof and w.lines.pending and now - w.lines.partial_since >= s.partial_line_timeout:
                 log.info("partial last line timed out; releasing it",
                          extra={"path": w.path, "offset": w.lines.offset, "size": w.lines.pending})
                 w.lines.finish(out)
         self._release_drained(now)
-        if opts.once and not out and all(w.at_eof for w in self._by_key.values()):
+        if s.once and not out and all(w.at_eof for w in self._by_key.values()):
             for w in self._by_key.values():
                 w.lines.finish(out)  # no more writes expected: release partial last lines
             self._idle = not out
@@ -339,13 +226,9 @@ class FileTailer:
     def _scan(self) -> None:
         seen: set[str] = set()
         self._scanned.clear()
-        for pattern in self.patterns:
-            paths = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-            for path in paths:
-                if path in seen or self._excluded(path):
-                    continue
-                seen.add(path)
-                self._check_path(path)
+        for path in expand(self.patterns, self.settings.exclude):
+            seen.add(path)
+            self._check_path(path)
         for path in list(self._by_path):
             if path not in seen:
                 self._start_draining(self._by_path.pop(path))
@@ -353,11 +236,8 @@ class FileTailer:
             del self._gz_done[where]
         self._started = True
 
-    def _excluded(self, path: str) -> bool:
-        name = os.path.basename(path)
-        return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in self.options.exclude)
-
     def _check_path(self, path: str) -> None:
+        s = self.settings
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -384,31 +264,31 @@ class FileTailer:
         if self._gz_done.get((st.st_dev, st.st_ino)) == (st.st_size, st.st_mtime_ns):
             return  # a compressed file already read whole, unchanged since
         other = self._by_inode.get((st.st_dev, st.st_ino))
-        if other is not None and other.fd is None:
-            self._drop_parked(other)  # renamed while parked, or its inode reused: identity decides
+        if other is not None and other.parked:
+            self._release(other, Release.GONE_WHILE_PARKED)  # renamed while parked, or inode reused
         elif other is not None:
             if other.draining:
                 self._adopt(other, path)  # a rotated file renamed to a name the paths match
             return  # otherwise: the same file through another path (symlink, hard link)
-        too_old = self.options.ignore_older > 0 and time.time() - st.st_mtime > self.options.ignore_older
+        too_old = s.ignore_older > 0 and time.time() - st.st_mtime > s.ignore_older
         if too_old:
             if path not in self._ignored:
                 log.info("file older than ignore_older; not followed until it changes", extra={"path": path})
             self._ignored[path] = (st.st_dev, st.st_ino, st.st_size)
             return
-        if self._open_count() >= self.options.max_open_files and not self._park_one():
+        if self._open_count() >= s.max_open_files and not self._park_one():
             if "max_open_files" not in self._warned:
                 self._warned.add("max_open_files")
                 log.warning("max_open_files reached and no file is idle; waiting to open more",
-                            extra={"max_open_files": self.options.max_open_files, "path": path})
+                            extra={"max_open_files": s.max_open_files, "path": path})
             return
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
             log.error("cannot open file", extra={"path": path, "error": str(e)})
             return
-        w = FileWatcher(path, fd, os.fstat(fd), self.options.max_line_bytes)
-        w.initial = not self._started
+        found = Found.LATER if self._started else Found.AT_START
+        w = FileWatcher(path, fd, os.fstat(fd), s.max_line_bytes, found)
         ignored = self._ignored.pop(path, None)
         if ignored is not None and ignored[:2] == (w.dev, w.ino):
             w.skip_to = ignored[2]  # what it held while too old stays skipped (without checkpoint)
@@ -416,14 +296,14 @@ class FileTailer:
         self._by_path[path] = w
         self._by_inode[(w.dev, w.ino)] = w
         self._unidentified.append(w)
-        self._try_identify(w, self.options.once)
+        self._try_identify(w, s.once)
 
     def _adopt(self, w: FileWatcher, path: str) -> None:
         log.info("rotated file matches the paths; following it under its new name",
                  extra={"path": path, "was": w.path})
         if w in self._draining:
             self._draining.remove(w)
-        w.draining = False
+        w.state = State.FOLLOWING
         w.path = w.lines.path = path
         w.real = os.path.realpath(path)
         w.evented = self._is_evented(w.real)
@@ -437,16 +317,24 @@ class FileTailer:
         return d in self._watched or any(
             rec and d.startswith(base.rstrip(os.sep) + os.sep) for base, rec in self._watched.items())
 
+    # -- identity ---------------------------------------------------------------------------
     def _try_identify(self, w: FileWatcher, short_ok: bool) -> None:
         if w.fd is None:
             return
-        opts = self.options
-        if w.compressed or os.pread(w.fd, 2, 0) == GZIP_MAGIC:
+        s = self.settings
+        if w.compressed:
             key = self._identify_compressed(w)
         else:
-            key = w.identify(opts.fingerprint_bytes, short_ok)
-            if short_ok:
-                w.short_tried = True
+            head = read_head(w.fd, s.fingerprint_bytes)  # kind and identity from the same bytes
+            if head.compressed:
+                key = self._identify_compressed(w)
+            elif head.undecided:  # empty (logrotate creates the .gz, gzip fills it a moment later)
+                w.short_tried = w.short_tried or short_ok
+                return
+            else:
+                key = w.identify(head, s.fingerprint_bytes, short_ok)
+                if short_ok:
+                    w.short_tried = True
         if key is None:
             return
         if key.startswith("crc:") and key not in self._read_upto and self.checkpoints.get(key) is None:
@@ -459,14 +347,12 @@ class FileTailer:
             return
         if w.gz is not None and self._skips_history(w, key):
             log.info("compressed file present at start not read (start_at = end)", extra={"path": w.path})
-            self._release_compressed(w)
+            self._release(w, Release.COMPRESSED)
             return
         if key in self._by_key:
             # Same content already being read through another file (e.g. a copytruncate
             # copy while the original is not yet seen truncated): read it once.
-            self._unidentified.remove(w)
-            self._forget(w)
-            w.close()
+            self._release(w, Release.DUPLICATE)
             return
         self._unidentified.remove(w)
         w.start(key, self._resume_offset(w, key))
@@ -477,49 +363,35 @@ class FileTailer:
     def _identify_compressed(self, w: FileWatcher) -> str | None:
         """Identity of a compressed file once it is complete; None while it may still be written."""
         assert w.fd is not None
+        s = self.settings
         if not w.compressed:
-            w.compressed = True
+            w.kind = Kind.GZIP
             log.info("compressed file found; read whole once complete", extra={"path": w.path})
         st = os.fstat(w.fd)
         now = time.monotonic()
         if (st.st_size, st.st_mtime_ns) != w.gz_sig:
             w.gz_sig = (st.st_size, st.st_mtime_ns)
             w.last_growth = now
-        quiet = self.options.rotate_wait
-        if not (self.options.once or now - w.last_growth >= quiet or time.time() - st.st_mtime >= quiet):
+        quiet = s.rotate_wait
+        if not (s.once or now - w.last_growth >= quiet or time.time() - st.st_mtime >= quiet):
             return None  # written moments ago: logrotate compresses into the final name
-        w.gz = GzipSource(w.path, self.options.max_line_bytes, w.fd, self.options.fingerprint_bytes)
+        w.gz = GzipSource(w.path, s.max_line_bytes, w.fd, s.fingerprint_bytes)
         if w.gz.key is None:  # empty, or not readable at all (logged)
-            self._release_compressed(w)
-        return w.gz.key if w.gz is not None else None
+            self._release(w, Release.COMPRESSED)
+            return None
+        return w.gz.key
 
     def _skips_history(self, w: FileWatcher, key: str) -> bool:
         """start_at = end: a compressed file present at start and never read is history."""
-        return (self.options.start_at == "end" and w.initial and key not in self._deleted
+        return (self.settings.start_at == "end" and w.found is Found.AT_START and key not in self._deleted
                 and key not in self._read_upto and self.checkpoints.get(key) is None
                 and self.checkpoints.load_problem is None)  # unreadable checkpoints: read it all
-
-    def _release_compressed(self, w: FileWatcher) -> None:
-        """Done with a compressed file (read to its end or to damage): not opened again unless it changes."""
-        if w in self._unidentified:
-            self._unidentified.remove(w)
-        if w in self._draining:
-            self._draining.remove(w)
-        if w.key is not None and self._by_key.get(w.key) is w:
-            del self._by_key[w.key]
-            assert w.gz is not None
-            self._read_upto[w.key] = (w.gz.offset, time.monotonic())
-            log.info("compressed file read; released", extra={"path": w.path, "offset": w.gz.offset})
-        if w.gz_sig is not None:
-            self._gz_done[(w.dev, w.ino)] = w.gz_sig
-        self._forget(w)
-        w.close()
 
     def _short_match(self, w: FileWatcher) -> str | None:
         assert w.fd is not None
         candidates = {k for k in self.checkpoints.known() if k.startswith("head")}
         candidates.update(k for k in self._read_upto if k.startswith("head"))
-        size = self.options.fingerprint_bytes
+        size = self.settings.fingerprint_bytes
         for k in sorted(candidates):
             if k in self._by_key:
                 continue
@@ -529,8 +401,11 @@ class FileTailer:
 
     def _resume_offset(self, w: FileWatcher, key: str) -> int:
         assert w.fd is not None
+        s = self.settings
         size = os.fstat(w.fd).st_size
         offset: int | None = None
+        upto: tuple[int, float] | None = None  # read this run through another file
+        copied = False
         if key in self._deleted:
             read, delivered = self._deleted.pop(key)  # the old file with this head was deleted...
             if w.gz is not None:  # ...and this is its compressed copy: resume where it stopped
@@ -540,16 +415,18 @@ class FileTailer:
         else:
             upto = self._read_upto.pop(key, None)
             offset = upto[0] if upto is not None else None
-            if offset is None:
-                state = self.checkpoints.get(key)
-                offset = state.offset if state is not None else None
+            state = self.checkpoints.get(key) if offset is None else None
+            if state is not None:
+                offset = state.offset
+                # Saved while following another inode (dev, ino of 0: unknown): this file is a copy.
+                copied = bool(state.ino) and (state.dev, state.ino) != (w.dev, w.ino)
         if offset is None:
             # start_at=end skips only what was never tracked: after an unreadable checkpoint
             # file, every file starts over from 0 (duplicates, never loss).
-            skip = (self.options.start_at == "end" and w.initial and not w.fresh
+            skip = (s.start_at == "end" and w.found is Found.AT_START
                     and self.checkpoints.load_problem is None)
             offset = size if skip else 0
-            if not w.fresh and w.skip_to <= size:
+            if w.found is not Found.REWRITTEN and w.skip_to <= size:
                 offset = max(offset, w.skip_to)
             if w.compressed:
                 offset = 0  # start_at = end was decided by _skips_history; skip_to counts disk bytes
@@ -558,7 +435,14 @@ class FileTailer:
                 # A deliberate skip (start_at=end, ignore_older) is a position too: without it a
                 # crash before the first delivery would skip again what was appended meanwhile.
                 self.checkpoints.advance({key: offset}, {key: (os.path.abspath(w.path), w.dev, w.ino)})
-        elif offset > size and not w.compressed:  # (a compressed file checks its decompressed length)
+        elif offset > size and not w.compressed and (upto is not None or copied):
+            # The same first line on a file shorter than what was read of it: a copy taken before
+            # the last lines were read (copytruncate while the writer appends), a prefix of what
+            # was read already. (A compressed file checks its decompressed length itself.)
+            log.info("copy of a file already read further (copytruncate); nothing of it is sent again",
+                     extra={"path": w.path, "read": offset, "size": size})
+            offset = size
+        elif offset > size and not w.compressed:
             log.warning(
                 "file is shorter than its checkpoint (truncated while stopped); reading from 0",
                 extra={"path": w.path, "checkpoint": offset, "size": size},
@@ -573,54 +457,59 @@ class FileTailer:
         if w.key is not None and self._by_key.get(w.key) is w:
             del self._by_key[w.key]
             self._read_upto[w.key] = (w.lines.offset, time.monotonic())  # a copytruncate copy resumes here
-        w.key = None
-        w.lines.key = None
-        w.at_eof = False
-        w.fresh = True
-        w.short_tried = False
-        w.opened = time.monotonic()
-        w.lines.reset(0)
+        w.rewritten()
         self.rescan = True  # the rotated copy may be waiting for this key
         self._unidentified.append(w)
-        self._try_identify(w, self.options.once)
+        self._try_identify(w, self.settings.once)
 
+    # -- draining and release ------------------------------------------------------------------
     def _start_draining(self, w: FileWatcher) -> None:
-        if w.fd is None:  # parked: its rest is read if the rotated name matches the paths
-            self._drop_parked(w)
+        if w.parked:  # its rest is read if the rotated name matches the paths
+            self._release(w, Release.GONE_WHILE_PARKED)
             return
-        w.draining = True
+        w.state = State.DRAINING
         w.last_growth = time.monotonic()  # the old writer may still append for a moment
         self._draining.append(w)
 
     def _release_drained(self, now: float) -> None:
         for w in list(self._draining):
-            if now - w.last_growth < self.options.rotate_wait or w.lines.pending:
+            if now - w.last_growth < self.settings.rotate_wait or w.lines.pending:
                 continue
             if w.key is None:
                 if w.fd is not None and os.fstat(w.fd).st_size > 0:
                     continue  # its first line is still coming, or fingerprint_wait has not passed
-                self._unidentified.remove(w)
             elif not w.at_eof:
                 continue
-            self._draining.remove(w)
             assert w.fd is not None
-            deleted = os.fstat(w.fd).st_nlink == 0
-            if w.key is not None and self._by_key.get(w.key) is w:
-                del self._by_key[w.key]
-                if deleted:
-                    self._deleted[w.key] = (w.pos, self.checkpoints.get(w.key))
-                    self.checkpoints.remove(w.key)
-                else:
-                    self._read_upto[w.key] = (w.pos, now)
-            self._forget(w)
-            w.close()
-            log.info("released deleted file" if deleted else "released rotated file", extra={"path": w.path})
+            self._release(w, Release.DELETED if os.fstat(w.fd).st_nlink == 0 else Release.ROTATED)
 
-    def _forget(self, w: FileWatcher) -> None:
+    def _release(self, w: FileWatcher, why: Release) -> None:
+        """The one way a watcher is let go: what it read is remembered under its key, then it is closed."""
+        if w in self._unidentified:
+            self._unidentified.remove(w)
+        if w in self._draining:
+            self._draining.remove(w)
+        owner = w.key is not None and self._by_key.get(w.key) is w
+        if w.key is not None and owner:
+            del self._by_key[w.key]
+            if why is Release.DELETED:
+                self._deleted[w.key] = (w.read_upto, self.checkpoints.get(w.key))
+                self.checkpoints.remove(w.key)
+            else:
+                self._read_upto[w.key] = (w.read_upto, time.monotonic())
+        if why is Release.COMPRESSED and w.gz_sig is not None:
+            self._gz_done[(w.dev, w.ino)] = w.gz_sig
         if self._by_path.get(w.path) is w:
             del self._by_path[w.path]
         if self._by_inode.get((w.dev, w.ino)) is w:
             del self._by_inode[(w.dev, w.ino)]
+        if why in (Release.ROTATED, Release.DELETED):
+            log.info(f"released {why.value} file", extra={"path": w.path})
+        elif why is Release.COMPRESSED and owner:
+            log.info("compressed file read; released", extra={"path": w.path, "offset": w.read_upto})
+        elif why is Release.GONE_WHILE_PARKED:
+            self.rescan = True
+        w.close()
 
     # -- open-file cap ------------------------------------------------------------------------
     def _open_count(self) -> int:
@@ -629,7 +518,7 @@ class FileTailer:
     def _park_one(self) -> bool:
         """Close the file idle the longest to stay under max_open_files."""
         idle = [w for w in self._by_key.values()
-                if w.fd is not None and w.at_eof and not w.draining and not w.lines.pending]
+                if w.fd is not None and w.at_eof and w.state is State.FOLLOWING and not w.lines.pending]
         if not idle:
             return False
         w = min(idle, key=lambda x: x.last_growth)
@@ -640,36 +529,29 @@ class FileTailer:
     def _unpark(self, w: FileWatcher) -> bool:
         """Reopen a parked file; False (and let it go) when its path names another file now."""
         assert w.key is not None
+        s = self.settings
         try:
             fd = os.open(w.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            self._drop_parked(w)
+            self._release(w, Release.GONE_WHILE_PARKED)
             return False
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (w.dev, w.ino) or not matches(fd, w.key, self.options.fingerprint_bytes):
+        if (st.st_dev, st.st_ino) != (w.dev, w.ino) or not matches(fd, w.key, s.fingerprint_bytes):
             os.close(fd)
-            self._drop_parked(w)
+            self._release(w, Release.GONE_WHILE_PARKED)
             return False
-        if st.st_size == w.pos and self._open_count() >= self.options.max_open_files:
+        if st.st_size == w.pos and self._open_count() >= s.max_open_files:
             os.close(fd)  # nothing new: stay parked
             return False
-        if self._open_count() >= self.options.max_open_files and not self._park_one():
+        if self._open_count() >= s.max_open_files and not self._park_one():
             os.close(fd)
             return False
-        w.fd = fd
-        w.at_eof = False
+        w.unpark(fd)
         return True
-
-    def _drop_parked(self, w: FileWatcher) -> None:
-        if w.key is not None and self._by_key.get(w.key) is w:
-            del self._by_key[w.key]
-            self._read_upto[w.key] = (w.pos, time.monotonic())
-        self._forget(w)
-        self.rescan = True
 
     # -- expiry -------------------------------------------------------------------------------
     def _expire(self) -> None:
-        ttl = self.options.checkpoint_ttl
+        ttl = self.settings.checkpoint_ttl
         cutoff = time.monotonic() - ttl
         for key, (_, when) in list(self._read_upto.items()):
             if when < cutoff:
