@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 from fake_statsig import FakeStatsig
-from kit import Cli, append, event_line, fast_args, wait_until
+from kit import SECRET, Cli, append, event_line, fast_args, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -73,20 +73,42 @@ def alert_rules() -> list[dict[str, Any]]:
     return [r for g in doc["groups"] for r in g["rules"]]
 
 
+RULES = """
+[[rules]]
+event = "drop_me"
+action = "drop"
+
+[[rules]]
+event = "maybe_me"
+action = "drop"
+dry_run = true
+"""
+
+
 def exported_names(spawn: Callable[..., Cli], fake: FakeStatsig, tmp_path: Path) -> set[str]:
-    """Sample names on a live `/metrics` after a retry, deliveries, a dead letter and a receiver request."""
+    """Sample names on a live `/metrics` after a retry, deliveries, a dead letter, events removed by a rule
+    and counted by a dry-run rule, a receiver request and a relay request."""
+    config = tmp_path / "forwarder.toml"
+    config.write_text(RULES)
     log = tmp_path / "events.ndjson"
-    append(log, b"".join(event_line(i) for i in range(20)) + b"not json\n")
+    append(log, b"".join(event_line(i) for i in range(20)) + b"not json\n"
+           + event_line(20, event_name="drop_me") + event_line(21, event_name="maybe_me"))
     fake.fail_next(1, 503)  # one retry: a warning logged (last_error_info), a retryable outcome
-    cli = spawn("run", str(log), *fast_args(fake, tmp_path / "state"), "--listen", "127.0.0.1:0",
-                "--metrics-listen", "127.0.0.1:0")
+    cli = spawn("run", str(log), *fast_args(fake, tmp_path / "state"), "--config", str(config),
+                "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
     receiver = "http://" + cli.wait_log("receiver listening")["address"]
     metrics = "http://" + cli.wait_log("metrics listening")["address"]
-    req = urllib.request.Request(receiver + "/v1/analytics/events", data=b'{"event_name": "e", "user_id": "u"}',
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.status == 200
-    assert fake.wait_for(21), bytes(cli.stderr).decode(errors="replace")
+    posts = [
+        ("/v1/analytics/events", b'{"event_name": "e", "user_id": "u"}', {"content-type": "application/json"}),
+        ("/v1/log_event", b'{"events": [{"eventName": "relayed", "user": {"userID": "u"}, "time": 1760000000000}]}',
+         {"content-type": "application/json", "statsig-api-key": SECRET,
+          "statsig-sdk-type": "statsig-server-core-python"}),
+    ]
+    for path, body, headers in posts:
+        with urllib.request.urlopen(urllib.request.Request(receiver + path, data=body, headers=headers),
+                                    timeout=10) as r:
+            assert r.status in (200, 202), (path, r.status)
+    assert fake.wait_for(23), bytes(cli.stderr).decode(errors="replace")  # 20 + maybe_me + receiver + relay
 
     def samples() -> list[Sample]:
         with urllib.request.urlopen(metrics + "/metrics", timeout=10) as r:
@@ -158,13 +180,15 @@ def test_dashboard_and_alert_rules_use_only_exported_metrics(
         assert names <= exported, (title, sorted(names - exported))
         used |= names
     # What on-call needs: throughput, lag per file, oldest event, Statsig outcomes and latency,
-    # dead letters, receiver, and what `status` shows (per-file progress, the last error).
+    # dead letters, receiver, relay, event rules, and what `status` shows (per-file progress, the last error).
     for family in ["lines_read_total", "events_delivered_total", "file_bytes_behind",
                    "oldest_undelivered_event_age_seconds", "request_duration_seconds_count",
                    "request_duration_seconds_bucket", "batch_latency_seconds_bucket", "sink_state",
                    "events_dead_lettered_total", "receiver_requests_total", "receiver_events_total",
                    "receiver_append_failures_total", "file_delivered_offset_bytes", "last_error_info",
-                   "events_over_statsig_limits_total", "checkpoint_writes_total"]:
+                   "events_over_statsig_limits_total", "checkpoint_writes_total", "events_removed_total",
+                   "events_rule_dry_run_total", "remote_rules_refused_total", "relay_requests_total",
+                   "relay_events_total", "relay_bytes_total"]:
         assert "statsig_forwarder_" + family in used, family
 
 
