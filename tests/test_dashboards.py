@@ -198,10 +198,15 @@ def test_dashboard_is_importable_grafana_json() -> None:
     variables = {v["name"]: v for v in doc["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     ids = []
+    cells: dict[tuple[int, int], str] = {}
     for p in doc["panels"]:
         ids.append(p["id"])
         grid = p["gridPos"]
         assert grid["x"] + grid["w"] <= 24, p["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]
         if p["type"] != "row":
             assert p["datasource"]["uid"] == "${datasource}", p["title"]
             assert [t["refId"] for t in p["targets"]] == [chr(65 + i) for i in range(len(p["targets"]))]
