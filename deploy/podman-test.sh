@@ -105,12 +105,14 @@ log "stand-in: $(prun --rm --network none "$FROM_IMAGE" sh -c 'command -v python
 # -- wheelhouse, fake Statsig -------------------------------------------------------------------------
 log "building the wheelhouse (dependencies of this checkout, setuptools for its build)"
 mkdir -p "$WORK/wheels"
-python3 -m pip wheel -q -w "$WORK/wheels" "$ROOT" orjson "setuptools>=68" wheel >"$WORK/wheel.log" 2>&1 \
+python3 -m pip wheel -q -w "$WORK/wheels" "$ROOT" "setuptools>=68" wheel >"$WORK/wheel.log" 2>&1 \
   || die "wheelhouse failed: $(tail "$WORK/wheel.log")"
-rm -f "$WORK/wheels"/statsig_forwarder-*.whl  # the build installs the source, as it would
-if ! { python3 -m venv "$WORK/fake" && "$WORK/fake/bin/pip" install -q --no-index --find-links "$WORK/wheels" orjson; }; then
+# The fake needs only what the forwarder depends on: it runs in a venv with the forwarder installed.
+if ! { python3 -m venv "$WORK/fake" \
+       && "$WORK/fake/bin/pip" install -q --no-index --find-links "$WORK/wheels" "$WORK"/wheels/statsig_forwarder-*.whl; }; then
   die "fake Statsig venv failed"
 fi
+rm -f "$WORK/wheels"/statsig_forwarder-*.whl  # the image build installs the source, as it would
 FAKE_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$WORK/fake/bin/python" "$ROOT/tests/fake_statsig.py" --port "$FAKE_PORT" --quiet >"$WORK/fake.log" 2>&1 &
 FAKE_PID=$!

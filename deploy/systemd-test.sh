@@ -59,7 +59,7 @@ cp -a "$BASE" "$MACHINE"
 # The wheel and its dependencies come from the host's pip (the machine itself reaches no index).
 log "building the wheelhouse (this checkout's wheel and its dependencies)"
 mkdir -p "$WORK/dist"
-python3 -m pip wheel -q -w "$WORK/dist" "$ROOT" orjson >"$WORK/wheel.log" 2>&1 || die "wheel build failed: $(cat "$WORK/wheel.log")"
+python3 -m pip wheel -q -w "$WORK/dist" "$ROOT" >"$WORK/wheel.log" 2>&1 || die "wheel build failed: $(cat "$WORK/wheel.log")"
 cp "$ROOT/tests/fake_statsig.py" "$WORK/dist/"
 
 install -d "$MACHINE/etc/statsig-forwarder"
@@ -78,7 +78,7 @@ cat >"$MACHINE/etc/systemd/system/fake-statsig.service" <<'EOF'
 [Unit]
 Description=local fake Statsig (tests/fake_statsig.py)
 [Service]
-ExecStart=/opt/fake/bin/python /opt/fake/fake_statsig.py --port 8787 --quiet
+ExecStart=/opt/statsig-forwarder/bin/python /opt/fake/fake_statsig.py --port 8787 --quiet
 [Install]
 WantedBy=multi-user.target
 EOF
@@ -118,8 +118,7 @@ systemd-nspawn -q -D "$MACHINE" --register=no --keep-unit --private-network --bi
     export PIP_NO_INDEX=1 PIP_FIND_LINKS=/mnt/dist PIP_DISABLE_PIP_VERSION_CHECK=1
     python3 -m venv /opt/statsig-forwarder
     /opt/statsig-forwarder/bin/pip install -q /mnt/dist/statsig_forwarder-*.whl
-    python3 -m venv /opt/fake
-    /opt/fake/bin/pip install -q orjson
+    mkdir -p /opt/fake  # the fake needs only what the forwarder depends on: it runs with its venv
     cp /mnt/dist/fake_statsig.py /opt/fake/
     systemctl enable -q fake-statsig.service' >"$WORK/install.log" 2>&1 || die "install failed: $(tail -20 "$WORK/install.log")"
 
