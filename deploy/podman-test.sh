@@ -20,21 +20,14 @@
 # shellcheck disable=SC2016
 set -uo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CACHE=${DEPLOY_CACHE:-$HOME/.cache/statsig-forwarder-deploy}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "$0")/lib.sh"
 BASE=$CACHE/rootfs-python
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sf-podman.XXXXXX")
 IMAGE=localhost/statsig-forwarder:podman-test
 NAME=sf-podman-test-$$
 VOLUME=sf-podman-test-state-$$
-FAILED=0
 FAKE_PID=
-
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
-pass() { log "PASS  $*"; }
-fail() { log "FAIL  $*"; FAILED=$((FAILED + 1)); }
-die() { log "ERROR $*"; exit 2; }
 
 [ "$(id -u)" = 0 ] || die "run as root (debootstrap, podman import)"
 for tool in podman runc slirp4netns debootstrap; do
@@ -69,13 +62,7 @@ trap cleanup EXIT
 # -- the stand-in base image, tagged with the Dockerfile's FROM name ------------------------------
 FROM_IMAGE=$(sed -n 's/^ARG PYTHON_IMAGE=//p' "$ROOT/Dockerfile")
 [ -n "$FROM_IMAGE" ] || die "no ARG PYTHON_IMAGE in the Dockerfile"
-if [ ! -d "$BASE" ]; then
-  log "debootstrap bookworm into $BASE (once; a few minutes)"
-  mkdir -p "$CACHE"
-  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$BASE.tmp" "$MIRROR" \
-    >"$CACHE/debootstrap-python.log" 2>&1 || die "debootstrap failed: $CACHE/debootstrap-python.log"
-  mv "$BASE.tmp" "$BASE"
-fi
+cached_rootfs "$BASE" python3,python3-venv,ca-certificates
 log "making the stand-in for $FROM_IMAGE"
 cp -a "$BASE" "$WORK/base"
 rm -f "$WORK/base/usr/lib/python3.11/EXTERNALLY-MANAGED"
@@ -103,10 +90,7 @@ rm -rf "$WORK/base"
 log "stand-in: $(prun --rm --network none "$FROM_IMAGE" sh -c 'command -v python; python --version; python -m pip --version' | tr '\n' ' ')"
 
 # -- wheelhouse, fake Statsig -------------------------------------------------------------------------
-log "building the wheelhouse (dependencies of this checkout, setuptools for its build)"
-mkdir -p "$WORK/wheels"
-python3 -m pip wheel -q -w "$WORK/wheels" "$ROOT" "setuptools>=68" wheel >"$WORK/wheel.log" 2>&1 \
-  || die "wheelhouse failed: $(tail "$WORK/wheel.log")"
+wheelhouse "$WORK/wheels" "setuptools>=68" wheel  # setuptools: the image build's build backend
 # The fake needs only what the forwarder depends on: it runs in a venv with the forwarder installed.
 if ! { python3 -m venv "$WORK/fake" \
        && "$WORK/fake/bin/pip" install -q --no-index --find-links "$WORK/wheels" "$WORK"/wheels/statsig_forwarder-*.whl; }; then
@@ -128,16 +112,7 @@ wait_for 10 fake_count || die "fake Statsig did not start: $(cat "$WORK/fake.log
 STATSIG_API=http://10.0.2.2:$FAKE_PORT/v1
 NET=slirp4netns:allow_host_loopback=true
 
-gen_events() {  # FILE FIRST COUNT
-  python3 - "$@" <<'EOF'
-import json, sys, time
-path, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-with open(path, "a") as f:
-    for i in range(first, first + count):
-        f.write(json.dumps({"event_name": "podman_test", "user": {"userID": f"u{i % 97}"}, "value": i,
-                            "metadata": {"seq": i}, "time": int(time.time() * 1000)}) + "\n")
-EOF
-}
+gen_events() { python3 "$ROOT/deploy/gen-events" "$@"; }  # FILE FIRST COUNT
 
 # -- build ------------------------------------------------------------------------------------------
 log "podman build --format docker (Dockerfile unchanged)"
@@ -171,7 +146,7 @@ mkdir -p "$WORK/dry"
 gen_events "$WORK/dry/events.ndjson" 0 3
 prun --rm --network none -v "$WORK/dry:/var/log/app:ro" "$IMAGE" run --once /var/log/app/events.ndjson \
   >"$WORK/dry.out" 2>"$WORK/dry.err"; rc=$?
-if [ $rc = 0 ] && grep -q "DRY RUN" "$WORK/dry.err" && [ "$(grep -c podman_test "$WORK/dry.out")" = 3 ]; then
+if [ $rc = 0 ] && grep -q "DRY RUN" "$WORK/dry.err" && [ "$(grep -c deploy_test "$WORK/dry.out")" = 3 ]; then
   pass "dry run without a key: announced ($(grep -o 'DRY RUN ([^)]*)' "$WORK/dry.err" | head -1)), 3 events on stdout, exit 0"
 else
   fail "dry run: exit $rc, stderr: $(head -c 600 "$WORK/dry.err")"
@@ -248,5 +223,4 @@ fi
 p stop -t 30 "$NAME-2" >/dev/null 2>>"$WORK/podman.err"
 [ "$(p inspect --format '{{.State.ExitCode}}' "$NAME-2")" = 0 ] || fail "second container: exit code $(p inspect --format '{{.State.ExitCode}}' "$NAME-2")"
 
-log "$([ $FAILED = 0 ] && echo "all checks passed" || echo "$FAILED check(s) failed")"
-[ $FAILED = 0 ]
+summary

@@ -15,21 +15,14 @@
 # shellcheck disable=SC2016
 set -uo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CACHE=${DEPLOY_CACHE:-$HOME/.cache/statsig-forwarder-deploy}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "$0")/lib.sh"
 BASE=$CACHE/rootfs-systemd
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sf-systemd.XXXXXX")
 MACHINE=$WORK/machine
 NSPAWN_PID=
 LEADER=
-FAILED=0
 SVC=statsig-forwarder
-
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
-pass() { log "PASS  $*"; }
-fail() { log "FAIL  $*"; FAILED=$((FAILED + 1)); }
-die() { log "ERROR $*"; exit 2; }
 
 cleanup() {
   if [ -n "$LEADER" ] && kill -0 "$LEADER" 2>/dev/null; then
@@ -48,18 +41,9 @@ command -v debootstrap >/dev/null || die "debootstrap missing: apt-get install d
 command -v systemd-nspawn >/dev/null || die "systemd-nspawn missing: apt-get install systemd-container"
 
 # -- the machine: bookworm with systemd and Python, the wheel and the shipped unit ---------------
-if [ ! -d "$BASE" ]; then
-  log "debootstrap bookworm into $BASE (once; a few minutes)"
-  mkdir -p "$CACHE"
-  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,python3,python3-venv,ca-certificates,procps \
-    bookworm "$BASE.tmp" "$MIRROR" >"$CACHE/debootstrap-systemd.log" 2>&1 || die "debootstrap failed: $CACHE/debootstrap-systemd.log"
-  mv "$BASE.tmp" "$BASE"
-fi
+cached_rootfs "$BASE" systemd,systemd-sysv,dbus,python3,python3-venv,ca-certificates,procps
 cp -a "$BASE" "$MACHINE"
-# The wheel and its dependencies come from the host's pip (the machine itself reaches no index).
-log "building the wheelhouse (this checkout's wheel and its dependencies)"
-mkdir -p "$WORK/dist"
-python3 -m pip wheel -q -w "$WORK/dist" "$ROOT" >"$WORK/wheel.log" 2>&1 || die "wheel build failed: $(cat "$WORK/wheel.log")"
+wheelhouse "$WORK/dist"
 cp "$ROOT/tests/fake_statsig.py" "$WORK/dist/"
 
 install -d "$MACHINE/etc/statsig-forwarder"
@@ -82,16 +66,7 @@ ExecStart=/opt/statsig-forwarder/bin/python /opt/fake/fake_statsig.py --port 878
 [Install]
 WantedBy=multi-user.target
 EOF
-cat >"$MACHINE/usr/local/bin/gen-events" <<'EOF'
-#!/usr/bin/python3
-# gen-events FILE FIRST COUNT: append COUNT events numbered from FIRST
-import json, sys, time
-path, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-with open(path, "a") as f:
-    for i in range(first, first + count):
-        f.write(json.dumps({"event_name": "systemd_test", "user": {"userID": f"u{i % 97}"}, "value": i,
-                            "metadata": {"seq": i}, "time": int(time.time() * 1000)}) + "\n")
-EOF
+install -m 0755 "$ROOT/deploy/gen-events" "$MACHINE/usr/local/bin/gen-events"
 cat >"$MACHINE/usr/local/bin/fake-count" <<'EOF'
 #!/usr/bin/python3
 # events the fake Statsig accepted so far
@@ -110,7 +85,7 @@ except urllib.error.HTTPError as e:
 except OSError as e:
     print("unreachable", e)
 EOF
-chmod 0755 "$MACHINE"/usr/local/bin/{gen-events,fake-count,readyz}
+chmod 0755 "$MACHINE"/usr/local/bin/{fake-count,readyz}
 
 log "installing the wheel into /opt/statsig-forwarder (pip, from the wheelhouse)"
 systemd-nspawn -q -D "$MACHINE" --register=no --keep-unit --private-network --bind-ro="$WORK/dist:/mnt/dist" \
@@ -269,5 +244,4 @@ else
   fail "stop: rc=$rc Result=$(prop Result) ExecMainStatus=$(prop ExecMainStatus)"
 fi
 
-log "$([ $FAILED = 0 ] && echo "all checks passed" || echo "$FAILED check(s) failed")"
-[ $FAILED = 0 ]
+summary

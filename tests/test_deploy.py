@@ -351,6 +351,6 @@ def test_deploy_scripts_pass_shellcheck() -> None:
     tool = shutil.which("shellcheck")
     assert tool, "shellcheck missing: .ci/run installs it (apt-get install shellcheck)"
     scripts = sorted(str(p) for p in (ROOT / "deploy").glob("*.sh"))
-    assert len(scripts) >= 2
-    proc = subprocess.run([tool, *scripts], capture_output=True, text=True, timeout=60)
+    assert len(scripts) >= 3  # the two runs and the lib.sh they source (-x: followed)
+    proc = subprocess.run([tool, "-x", *scripts], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
