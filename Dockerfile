@@ -26,10 +26,12 @@ ENV VIRTUAL_ENV=/opt/statsig-forwarder \
     FORWARDER_METRICS_LISTEN=0.0.0.0:9464 \
     FORWARDER_LOG_FORMAT=json
 RUN python -m pip uninstall -y -q pip setuptools wheel \
- && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin forwarder \
+ && groupadd --system --gid 10001 forwarder \
+ && useradd --system --uid 10001 --gid forwarder --no-create-home --shell /usr/sbin/nologin forwarder \
  && mkdir -p /var/lib/statsig-forwarder /var/log/app \
  && chown forwarder:forwarder /var/lib/statsig-forwarder
 COPY --from=build /opt/statsig-forwarder /opt/statsig-forwarder
+# Numeric, so Kubernetes' runAsNonRoot can verify it; the same ids as the user and group made above.
 USER 10001:10001
 # Checkpoints, lock and dead-letter file: keep them across container restarts.
 VOLUME ["/var/lib/statsig-forwarder"]

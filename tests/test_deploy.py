@@ -2,7 +2,7 @@
 
 No Docker engine or cluster here: the Dockerfile's own install and entrypoint commands are
 run in a fresh venv (paths mapped into tmp_path), the unit goes through
-`systemd-analyze verify` where that exists, and the YAML is checked for structure and its
+`systemd-analyze verify` (.ci/run installs it), and the YAML is checked for structure and its
 settings for validity.
 """
 
@@ -100,6 +100,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def created_ids(run: str) -> tuple[int, int]:
+    """(uid, gid) of the user the RUN commands create, its group made with an explicit gid."""
+    words = shlex.split(run.replace("&&", " && "))
+
+    def command(name: str) -> list[str]:
+        i = words.index(name)
+        end = words.index("&&", i) if "&&" in words[i:] else len(words)
+        return words[i:end]
+
+    def option(args: list[str], flag: str) -> str:
+        return args[args.index(flag) + 1]
+
+    groupadd, useradd = command("groupadd"), command("useradd")
+    gid = int(option(groupadd, "--gid"))
+    assert option(useradd, "--gid") in (groupadd[-1], str(gid)), "the user's group is the one made with that gid"
+    assert "--user-group" not in useradd, "--user-group would make another group, with an arbitrary gid"
+    return int(option(useradd, "--uid")), gid
+
+
 def test_dockerfile_structure() -> None:
     _, stages = parse_dockerfile(ROOT / "Dockerfile")
     assert len(stages) == 2, "multi-stage: build, then runtime"
@@ -113,6 +132,8 @@ def test_dockerfile_structure() -> None:
     assert "pip uninstall" in final_run
     user = final.one("USER")
     assert user.split(":")[0] not in ("root", "0")
+    uid, gid = created_ids(final_run)
+    assert user == f"{uid}:{gid}", "USER runs as the user and group the image makes"
     assert final.one("STOPSIGNAL") == "SIGTERM"
     state_dir = final.env["FORWARDER_STATE_DIR"]
     assert state_dir in exec_form(final.one("VOLUME"))
@@ -230,7 +251,9 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         # verify checks that ExecStart exists: point it at this checkout's CLI
         unit.write_text(text.replace("/opt/statsig-forwarder/bin/statsig-forwarder",
                                      str(Path(sys.executable).parent / "statsig-forwarder")))
-        proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, timeout=60)
+        tool = shutil.which("systemd-analyze")
+        assert tool, "systemd-analyze missing: .ci/run installs it (apt-get install systemd)"
+        proc = subprocess.run([tool, "verify", str(unit)], capture_output=True, timeout=60)
         return f"rc={proc.returncode} {proc.stderr.decode()}".strip()
 
     text = UNIT.read_text()
@@ -321,3 +344,13 @@ def test_k8s_daemonset(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "*" in pattern
     log_vol = next(n for path, n in by_path.items() if pattern.startswith(path + "/"))
     assert "hostPath" in volumes[log_vol] and m[log_vol]["readOnly"] is True
+
+
+def test_deploy_scripts_pass_shellcheck() -> None:
+    """deploy/systemd-test.sh and deploy/podman-test.sh run on demand (root, minutes): lint them here."""
+    tool = shutil.which("shellcheck")
+    assert tool, "shellcheck missing: .ci/run installs it (apt-get install shellcheck)"
+    scripts = sorted(str(p) for p in (ROOT / "deploy").glob("*.sh"))
+    assert len(scripts) >= 3  # the two runs and the lib.sh they source (-x: followed)
+    proc = subprocess.run([tool, "-x", *scripts], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -101,7 +101,7 @@ def hostile_lines(draw: st.DrawFn) -> bytes:
     if kind == 5:  # huge or odd numbers in every numeric spot
         number = draw(st.integers() | st.floats(allow_nan=False, allow_infinity=False))
         name = draw(st.sampled_from(["time", "value", "metadata"]))
-        return _event(**{name: {"n": number} if name == "metadata" else number}) if abs(number) < 2**64 \
+        return _event(**{name: {"n": number} if name == "metadata" else number}) if -(2**63) <= number < 2**64 \
             else b'{"event_name":"e","' + name.encode() + b'":' + str(number).encode() + b"}"
     if kind == 6:  # NUL bytes at the start (copytruncate hole), inside, at the end
         where = draw(st.sampled_from(["start", "inside", "end", "only"]))
