@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     )
     check_timeout: float = Field(5.0, gt=0, description="Seconds the start-up check may take.",
                                  json_schema_extra=also("check"))
-    batch_size: int = Field(2000, ge=1, le=10000, description="Events per request at most.")
+    batch_size: int = Field(500, ge=1, le=10000, description="Events per request at most.")
     batch_bytes: int = Field(1_000_000, ge=1024, description="Raw line bytes per request at most.")
     flush_interval: float = Field(1.0, gt=0, description="Seconds after its first event a batch is sent anyway.")
     max_in_flight: int = Field(2, ge=1, le=64, description="Requests to Statsig in flight at once.")
