@@ -175,10 +175,12 @@ class DroppedByStatsig(InvalidEvent):
 
 
 def to_statsig(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata",
-               oversize_fields: OversizeFields = "send") -> StatsigEvent:
-    """Validate one decoded line and return its Statsig wire event (raises InvalidEvent)."""
+               oversize_fields: OversizeFields = "send", line_bytes: int | None = None) -> StatsigEvent:
+    """Validate one decoded line and return its Statsig wire event (raises InvalidEvent).
+
+    `line_bytes`: the length of `obj` as a JSON line, when known (see `fast_path`)."""
     slow = _slow_sdk if is_sdk_shaped(obj) else _slow
-    return fast_path(obj) or slow(obj, unknown_fields, oversize_fields)
+    return fast_path(obj, line_bytes) or slow(obj, unknown_fields, oversize_fields)
 
 
 def is_sdk_shaped(obj: dict[str, Any]) -> bool:
