@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import time as _time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -361,15 +361,24 @@ def describe_over(ev: StatsigEvent, over: list[str]) -> str:
     return "; ".join(parts) + " (Statsig may truncate or drop it; oversize_fields = reject)"
 
 
-def _slow(obj: dict[str, Any], unknown_fields: UnknownFields,
-          oversize_fields: OversizeFields = "send") -> StatsigEvent:
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validate(model: type[_M], obj: dict[str, Any], unknown_fields: UnknownFields) -> tuple[_M, dict[str, Any]]:
+    """(the model's instance, the unknown top-level fields); InvalidEvent when the model refuses it."""
     try:
-        event = Event.model_validate(obj)
+        event = model.model_validate(obj)
     except ValidationError as e:
         raise InvalidEvent(describe(e)) from None
     extra = event.model_extra or {}
     if extra and unknown_fields == "reject":
         raise InvalidEvent("unknown field(s): " + ", ".join(sorted(extra)))
+    return event, extra
+
+
+def _slow(obj: dict[str, Any], unknown_fields: UnknownFields,
+          oversize_fields: OversizeFields = "send") -> StatsigEvent:
+    event, extra = _validate(Event, obj, unknown_fields)
     user: dict[str, Any] = {}
     if event.user is not None:
         user = {
@@ -391,13 +400,7 @@ def _slow(obj: dict[str, Any], unknown_fields: UnknownFields,
 
 def _slow_sdk(obj: dict[str, Any], unknown_fields: UnknownFields,
               oversize_fields: OversizeFields = "send") -> StatsigEvent:
-    try:
-        event = SdkEvent.model_validate(obj)
-    except ValidationError as e:
-        raise InvalidEvent(describe(e)) from None
-    extra = event.model_extra or {}
-    if extra and unknown_fields == "reject":
-        raise InvalidEvent("unknown field(s): " + ", ".join(sorted(extra)))
+    event, extra = _validate(SdkEvent, obj, unknown_fields)
     ev: StatsigEvent = {"eventName": event.eventName}
     user = obj.get("user")
     if user is not None:
