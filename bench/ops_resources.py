@@ -98,16 +98,22 @@ def main() -> None:
             print(f"burst {len(burst)} events: {len(burst) / took:,.0f} events/s, CPU {cpu:.2f} s,"
                   f" peak RSS {rss_mb(proc.pid, 'VmHWM'):.1f} MB")
 
-            lat = []
-            for _ in range(200):
-                s = time.perf_counter()
-                get(base + "/metrics")
-                lat.append((time.perf_counter() - s) * 1000)
-            q = statistics.quantiles(lat, n=100)
-            print(f"/metrics scrape: p50 {q[49]:.2f} ms, p99 {q[98]:.2f} ms")
+            p50, p99 = scrape_latency_ms(base + "/metrics", 200)
+            print(f"/metrics scrape: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+def scrape_latency_ms(url: str, n: int) -> tuple[float, float]:
+    """p50 and p99 of n GETs of url, in ms."""
+    lat = []
+    for _ in range(n):
+        started = time.perf_counter()
+        get(url)
+        lat.append((time.perf_counter() - started) * 1000)
+    q = statistics.quantiles(lat, n=100)
+    return q[49], q[98]
 
 
 def get(url: str) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fake_statsig import FakeStatsig
-from ops_resources import cpu_seconds, get, socket_port, wait
+from ops_resources import cpu_seconds, get, scrape_latency_ms, socket_port, wait
 
 
 def main() -> None:
@@ -71,13 +70,8 @@ def main() -> None:
                       f"(+{watched - idle:.1f} ms/s)")
                 subprocess.run([*tmux, "kill-server"], capture_output=True)
 
-            lat = []
-            for _ in range(100):
-                s = time.perf_counter()
-                get(base + "/metrics")
-                lat.append((time.perf_counter() - s) * 1000)
-            q = statistics.quantiles(lat, n=100)
-            print(f"{args.files} files, /metrics scrape: p50 {q[49]:.2f} ms, p99 {q[98]:.2f} ms")
+            p50, p99 = scrape_latency_ms(base + "/metrics", 100)
+            print(f"{args.files} files, /metrics scrape: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
             s = time.perf_counter()
             subprocess.run([sys.executable, "-m", "forwarder", "status", "--state-dir", str(state), "--interval", "0"],
                            check=True, capture_output=True)
