@@ -78,7 +78,7 @@ def statsig_user(user: Any) -> dict[str, Any]:
     if isinstance(user, Mapping):
         for k, v in user.items():
             if v is not None and k not in _PRIVATE:
-                key = USER_KEYS.get(k, k)
+                key = USER_KEYS.get(k) or k
                 out[key] = dict(v) if key in _MAPPINGS and isinstance(v, Mapping) else v
         return out
     for attr, key in USER_KEYS.items():

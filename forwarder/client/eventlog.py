@@ -79,7 +79,7 @@ class EventLog:
         named = []
         try:
             for i, ev in enumerate(events):
-                name = ev.get("event_name")
+                name: Any = ev.get("event_name")
                 user = ev.get("user", ev.get("user_id"))
                 named.append((name, user))
                 try:
@@ -137,9 +137,11 @@ class EventLog:
         end = os.lseek(fd, 0, os.SEEK_CUR)
         if os.fstat(fd).st_size == end:
             os.ftruncate(fd, end - n)
-            raise WriteFailed(errno.ENOSPC, f"no space left: wrote {n} of {size} bytes (undone)")
-        raise WriteFailed(errno.ENOSPC, f"no space left: wrote {n} of {size} bytes, which could not be "
-                          "undone (another writer appended after them): the forwarder dead-letters that line")
+            raise WriteFailed(errno.ENOSPC, f"short write (device full or file size limit): wrote {n} of {size} "
+                              "bytes, undone")
+        raise WriteFailed(errno.ENOSPC, f"short write (device full or file size limit): wrote {n} of {size} "
+                          "bytes, not undone as another writer appended after them (the forwarder dead-letters "
+                          "that line)")
 
     def _close(self) -> None:
         if self._fd is not None:
