@@ -15,6 +15,7 @@ import orjson
 import pytest
 import statsig
 import statsig_python_core
+
 from forwarder.client import EventLog, EventLogHandler, EventRefused, encode_event
 from forwarder.decode.codec import decode_line
 
@@ -49,7 +50,7 @@ def test_the_seeds_call_writes_one_line_the_forwarder_reads(tmp_path):
     events.close()
     raw = log.read_bytes()
     assert raw.endswith(b"\n") and raw.count(b"\n") == 3
-    first, anon, num = lines_of(log)
+    first, _, num = lines_of(log)
     t = first.pop("time")
     assert isinstance(t, int) and before <= t <= int(time.time() * 1000)
     assert first == {"event_name": "chat_message_sent", "user_id": "u1", "value": "gpt-4o", "metadata": {"tokens": 12}}

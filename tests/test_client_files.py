@@ -24,6 +24,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from forwarder.client import EventLog
 
 ROOT = os.geteuid() == 0
