@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -148,7 +149,7 @@ def test_a_batch_is_one_write_and_all_or_nothing(tmp_path, monkeypatch, caplog):
 
     monkeypatch.setattr(os, "write", counting_write)
     user = statsig_python_core.StatsigUser("u9", email="z@y.x")
-    batch = [{"event_name": "a", "user_id": "u1"}, {"event_name": "b", "user": user, "value": 2},
+    batch: list[dict[str, Any]] = [{"event_name": "a", "user_id": "u1"}, {"event_name": "b", "user": user, "value": 2},
              {"event_name": "c", "metadata": {"k": "v"}, "time": 1760000000000}]
     assert events.log_events(batch) is True
     assert len(writes) == 1
