@@ -4,7 +4,9 @@
 Prints per-call CPU microseconds (process CPU time / calls; wall in brackets), median and p99
 of single calls, for: the seed's call (user id, value, small metadata), the same with a
 statsig-python-core StatsigUser, a 100-event `log_events` batch (per event), and the parts:
-encoding + validation alone (`encode_event`), and the write alone (stat + write of a ready line).
+encoding + validation alone (`encode_event`), and the write alone (stat + write of a ready line);
+for reference, what a team would write without it: `json.dumps` + `WatchedFileHandler.emit`
+(no validation, and a line it cannot write is printed to stderr, not refused).
 Each figure is the best of --rounds rounds. Also the time to import `forwarder.client` in a
 fresh interpreter, and which heavy modules that import loaded.
 
@@ -14,6 +16,9 @@ fresh interpreter, and which heavy modules that import loaded.
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import logging.handlers
 import os
 import subprocess
 import sys
@@ -73,6 +78,13 @@ def main() -> None:
         meta = {"model": "gpt-4o", "tokens": 123, "provider": "openai"}
         user = StatsigUser("user-123", email="a@example.com", custom={"plan": "pro"}, custom_ids={"org": "o1"})
         line = encode_event("user-123", "chat_message_sent", "1", meta)
+        watched = logging.handlers.WatchedFileHandler(path)  # what a team would write without the client
+
+        def record(i: int) -> logging.LogRecord:
+            line = json.dumps({"event_name": "chat_message_sent", "user_id": "user-123", "value": "1",
+                               "metadata": meta, "time": int(time.time() * 1000)})
+            return logging.LogRecord("events", logging.INFO, __file__, 0, line, None, None)
+
         batch = [{"event_name": "chat_message_sent", "user_id": f"u{i}", "value": "1", "metadata": meta}
                  for i in range(100)]
         rows = {
@@ -84,6 +96,7 @@ def main() -> None:
                 (lambda i: encode_event("user-123", "chat_message_sent", "1", meta), args.calls),
             "EventLog.write only (stat + write)": (lambda i: events.write(line), args.calls),
             "log_events, 100-event batch (per event)": (lambda i: events.log_events(batch), args.calls // 100),
+            "reference: json.dumps + WatchedFileHandler": (lambda i: watched.emit(record(i)), args.calls),
         }
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, log on {path.parent} "
               f"({args.calls} calls x {args.rounds} rounds, best round)")
@@ -94,6 +107,7 @@ def main() -> None:
             print(f"{name:44} {cpu / per:12.2f} {wall / per:13.2f} {p50 / per:8.2f} {p99 / per:8.2f}")
             path.unlink(missing_ok=True)
         events.close()
+        watched.close()
     ms, heavy = import_cost()
     print(f"import forwarder.client: {ms:.1f} ms in a fresh interpreter; heavy modules loaded: "
           f"{', '.join(heavy) or 'none'}")

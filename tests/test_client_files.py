@@ -301,3 +301,20 @@ def test_many_threads_share_one_event_log_across_a_failure(tmp_path):
     values = collections.Counter(x["value"] for x in lines_of(*files))
     assert set(ok) <= set(values) and max(values.values()) == 1
     events.close()
+
+
+def test_a_forked_child_keeps_writing_even_if_a_thread_held_the_lock(tmp_path):
+    """A pre-forking server (gunicorn --preload) forks while another thread is inside a write."""
+    log = tmp_path / "events.ndjson"
+    events = EventLog(log)
+    assert events.log_event("u1", "parent_before")
+    events._lock.acquire()  # another thread mid-write at the moment of fork
+    pid = os.fork()
+    if pid == 0:  # the child: the lock was reset at fork, the descriptor is shared (O_APPEND)
+        os._exit(0 if events.log_event("u1", "child") else 1)
+    events._lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert events.log_event("u1", "parent_after")
+    assert [x["event_name"] for x in lines_of(log)] == ["parent_before", "child", "parent_after"]
+    events.close()
