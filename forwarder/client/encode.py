@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from ..decode.codec import LineError, decode_line
-from ..decode.event import OversizeFields, UnknownFields
+from ..decode.event import OversizeFields
 
 ANONYMOUS = "anonymous"
 MAX_LINE_BYTES = 1024 * 1024  # the forwarder's default max_line_bytes: longer lines are dead-lettered
@@ -39,13 +39,14 @@ class EventRefused(ValueError):
 
 
 def encode_event(user: Any, event_name: str, value: Any = None, metadata: Any = None,
-                 time_ms: int | None = None, *, unknown_fields: UnknownFields = "metadata",
-                 oversize_fields: OversizeFields = "send", max_line_bytes: int = MAX_LINE_BYTES) -> bytes:
+                 time_ms: int | None = None, *, oversize_fields: OversizeFields = "send",
+                 max_line_bytes: int = MAX_LINE_BYTES) -> bytes:
     """The event's line (ending in a newline), or EventRefused.
 
     `user`: a user id (str or int), None (anonymous), a dict of user fields (Statsig's key names
     or the SDK's snake_case ones), or a Statsig SDK `StatsigUser`. The keyword options are the
-    forwarder's settings of the same names; give them the values the forwarder runs with.
+    forwarder's settings of the same names; give them the values the forwarder runs with (its
+    `unknown_fields` never applies: the line holds only known keys).
     """
     doc: dict[str, Any] = {"event_name": event_name}
     if isinstance(user, str):
@@ -66,7 +67,7 @@ def encode_event(user: Any, event_name: str, value: Any = None, metadata: Any = 
     if len(line) >= max_line_bytes:
         raise EventRefused(f"event is {len(line) + 1} bytes as a line, over max_line_bytes ({max_line_bytes})")
     try:
-        decode_line(line, unknown_fields, oversize_fields)
+        decode_line(line, "metadata", oversize_fields)
     except LineError as e:
         raise EventRefused(str(e)) from None
     return line + b"\n"

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..decode.event import OversizeFields, UnknownFields
+from ..decode.event import OversizeFields
 from .encode import MAX_LINE_BYTES, EventRefused, encode_event, user_id_of
 
 log = logging.getLogger("forwarder.client")
@@ -35,18 +35,16 @@ class EventLog:
     """The NDJSON file the forwarder tails, written one event (or one batch) per `write`.
 
     `mode` is the permission a newly created file gets (less the process umask, as with any
-    `open`). `unknown_fields`, `oversize_fields` and `max_line_bytes` are the forwarder's
-    settings of the same names: events it would dead-letter are refused here instead.
+    `open`). `oversize_fields` and `max_line_bytes` are the forwarder's settings of the same
+    names: events it would dead-letter are refused here instead.
     Thread-safe; after `fork` the child keeps writing to the same file.
     """
 
-    def __init__(self, path: str | os.PathLike[str], mode: int = 0o640, *, unknown_fields: UnknownFields = "metadata",
-                 oversize_fields: OversizeFields = "send", max_line_bytes: int = MAX_LINE_BYTES,
-                 logger: logging.Logger | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], mode: int = 0o640, *, oversize_fields: OversizeFields = "send",
+                 max_line_bytes: int = MAX_LINE_BYTES, logger: logging.Logger | None = None) -> None:
         self.path = os.fspath(path)
         self.mode = mode
-        self.options: dict[str, Any] = {"unknown_fields": unknown_fields, "oversize_fields": oversize_fields,
-                                        "max_line_bytes": max_line_bytes}
+        self.options: dict[str, Any] = {"oversize_fields": oversize_fields, "max_line_bytes": max_line_bytes}
         self.log = logger or log
         self.failing = False  # the last write failed (its error was logged; the next success says so)
         self._fd: int | None = None
@@ -80,7 +78,9 @@ class EventLog:
         try:
             for i, ev in enumerate(events):
                 name: Any = ev.get("event_name")
-                user = ev.get("user", ev.get("user_id"))
+                user = ev.get("user")
+                if user is None:
+                    user = ev.get("user_id")
                 named.append((name, user))
                 try:
                     lines.append(encode_event(user, name, ev.get("value"), ev.get("metadata"), ev.get("time"),

@@ -26,7 +26,8 @@ class EventLogHandler(logging.Handler):
         self.events = EventLog(path, **options)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith(self.events.log.name):
+        own = self.events.log.name
+        if record.name == own or record.name.startswith(own + "."):
             return
         try:
             name = record.getMessage()
