@@ -190,3 +190,16 @@ def test_logging_handler_writes_records_as_events_and_never_its_own_fallback_lin
         ("checkout", {"userID": "u1"}, None), ("page_view", None, "u2")]
     assert got[0]["value"] == 9.99 and got[0]["metadata"] == {"sku": "X1"}
     assert "[Fallback] Analytics event: lost_event (user: u3)" in caplog.text
+
+
+def test_a_user_object_that_raises_is_refused_not_raised(tmp_path, caplog):
+    class Broken:
+        user_id = "u1"
+
+        @property
+        def email(self) -> str:
+            raise RuntimeError("database gone")
+
+    with caplog.at_level(logging.WARNING, "forwarder.client"):
+        assert EventLog(tmp_path / "events.ndjson").log_event(Broken(), "x") is False
+    assert "database gone" in caplog.text

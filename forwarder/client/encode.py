@@ -98,8 +98,11 @@ def user_id_of(user: Any) -> str:
     """The user id to name in a log line about the event (`anonymous` when there is none)."""
     if isinstance(user, str):
         return user
-    if isinstance(user, Mapping):
-        uid = user.get("userID", user.get("user_id"))
-    else:
-        uid = user if isinstance(user, int) else getattr(user, "user_id", None)
-    return ANONYMOUS if uid is None else str(uid)
+    try:
+        if isinstance(user, Mapping):
+            uid = user.get("userID", user.get("user_id"))
+        else:
+            uid = user if isinstance(user, int) else getattr(user, "user_id", None)
+        return ANONYMOUS if uid is None else str(uid)
+    except Exception:  # a user object whose attributes raise: the log line must still be written
+        return "?"
