@@ -257,3 +257,6 @@ def test_a_page_of_an_origin_not_listed_appends_nothing(spawn: Callable[..., Cli
     time.sleep(0.3)
     assert sorted(e["eventName"] for e in fake.events) == ["refused_0", "refused_1", "refused_2"]
     assert cli.stop() == 0
+    warnings = [r for r in cli.logs() if "origin is not in receiver.cors_origins" in r.get("msg", "")]
+    assert [(r["level"], r["origin"]) for r in warnings] == [("warning", other)], "logged once per origin"
+    assert CLIENT_KEY not in bytes(cli.stderr).decode()
