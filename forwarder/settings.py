@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -24,6 +25,8 @@ ENV_PREFIX = "FORWARDER_"
 DEFAULT_API = "https://events.statsigapi.net/v1"
 # Exact environment names that map to a nested option (besides FORWARDER_<SECTION>__<KEY>).
 ENV_ALIASES = {"FORWARDER_RECEIVER_TOKEN": ("receiver", "token")}
+# A web origin as browsers send it: scheme://host[:port], lower case, no path (receiver.cors_origins).
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[a-z0-9_.~-]+)(:[0-9]{1,5})?")
 
 
 def also(*commands: str) -> dict[str, Any]:
@@ -74,11 +77,25 @@ class ReceiverSettings(BaseModel):
     read_timeout: float = Field(
         default=10.0, gt=0,
         description="Seconds a client may take to send a request body (408); also the idle keep-alive limit.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins of web pages allowed to post events (CORS), exact, e.g. https://app.example.com, "
+        "or \"*\" for any; a request from another origin gets 403. Empty: no CORS headers, Origin not checked "
+        "(env FORWARDER_RECEIVER__CORS_ORIGINS as a JSON list).")
 
     @model_validator(mode="after")
     def _check_listen(self) -> ReceiverSettings:
         if self.listen is not None:
             parse_listen(self.listen)
+        return self
+
+    @model_validator(mode="after")
+    def _check_origins(self) -> ReceiverSettings:
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"cors_origins: {origin!r} is not an origin: write scheme://host[:port] in lower "
+                                 "case, with no path or trailing slash (e.g. https://app.example.com), or \"*\" for "
+                                 "any origin")
         return self
 
     @property

@@ -326,7 +326,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         head = (
             f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            "Access-Control-Allow-Origin: *\r\n\r\n"  # browser SDKs (js-client's initialize) call it from pages
         ).encode()
         self.wfile.write(head + body)  # one write: no small-write/Nagle stalls
 
@@ -339,6 +340,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif encoding == "zstd":
             raw = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
         return raw
+
+    def do_OPTIONS(self) -> None:  # a CORS preflight, answered for any origin as Statsig's API answers pages
+        self.wfile.write(b"HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: *\r\n"
+                         b"Access-Control-Allow-Methods: GET, POST\r\nAccess-Control-Allow-Headers: *\r\n"
+                         b"Access-Control-Max-Age: 600\r\nContent-Length: 0\r\n\r\n")
 
     def do_GET(self) -> None:
         owner = self.owner

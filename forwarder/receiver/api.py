@@ -25,6 +25,7 @@ from ..decode.codec import json_type
 from ..decode.event import Event, InvalidEvent, OversizeFields, UnknownFields, to_statsig
 from ..settings import ReceiverSettings
 from .appender import Appender, AppendError
+from .cors import Cors
 from .relay import PATHS as RELAY_PATHS
 from .relay import Relay
 from .wire import (
@@ -173,6 +174,9 @@ def create_app(ready: Ready, intake: Intake | None = None) -> FastAPI:
 
     if intake is not None:
         _add_intake(app, intake)
+        if intake.options.cors_origins:  # web pages as producers (cors.py)
+            app.add_middleware(Cors, origins=intake.options.cors_origins,
+                               paths=(EVENTS_PATH, BATCH_PATH, NDJSON_PATH, *RELAY_PATHS))
     app.add_middleware(_CountRequests)
     return app
 
