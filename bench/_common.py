@@ -15,12 +15,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_statsig import FakeStatsig  # noqa: E402
 
-GEN = ROOT.parent / "shared" / "bench" / "gen_events.py"
+GEN = ROOT / "bench" / "gen_events.py"
 DATA = Path(os.environ.get("BENCH_DATA", "/tmp/statsig-forwarder-bench"))
 
 
 def events_file(n: int) -> Path:
-    """A cached file of n events in the shape of ../shared/bench/gen_events.py."""
+    """A cached file of n events in the shape of bench/gen_events.py."""
     DATA.mkdir(parents=True, exist_ok=True)
     path = DATA / f"events-{n}.ndjson"
     if not path.exists():

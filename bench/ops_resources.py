@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_statsig import FakeStatsig  # noqa: E402
 
-GEN = ROOT.parent / "shared" / "bench" / "gen_events.py"
+GEN = ROOT / "bench" / "gen_events.py"
 TICK = os.sysconf("SC_CLK_TCK")
 
 

@@ -29,7 +29,7 @@ BATCH_PATH = "/v1/analytics/batch"
 
 
 def event(i: int) -> dict[str, object]:
-    # Same shape and size as shared/bench/gen_events.py (about 190 bytes a line).
+    # Same shape and size as bench/gen_events.py (about 190 bytes a line).
     names = ["page_view", "checkout", "add_to_cart", "login", "search", "click"]
     return {
         "event_name": names[i % len(names)],

@@ -24,9 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_statsig import FakeStatsig  # noqa: E402
 
-GEN = ROOT.parent / "shared" / "bench" / "gen_events.py"
-if not GEN.exists():
-    GEN = Path("/work/shared/bench/gen_events.py")
+GEN = ROOT / "bench" / "gen_events.py"
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None,

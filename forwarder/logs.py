@@ -153,10 +153,33 @@ class Problem:
     time: float  # epoch s
     level: str
     message: str  # the message, then its `error` field if any (secrets scrubbed, at most 300 chars)
+    reason: str = "unnamed"  # bounded code for a metric label (`reason_code`)
+
+
+_FIRST_CLAUSE = re.compile(r"[,;:(%]")
+
+
+def reason_code(record: logging.LogRecord) -> str:
+    """A short, bounded name for what was logged, fit for a metric label.
+
+    Our messages are fixed phrases with the variable parts in fields (`error`, `path`, ...), so
+    the first clause of the message template names the problem: "delivery failed, will retry"
+    -> `delivery_failed`. A library's record is named after its top-level logger
+    (`library_uvicorn`): its wording is not ours to bound.
+    """
+    if record.name != "forwarder" and not record.name.startswith("forwarder."):
+        return "library_" + _slug(record.name.split(".")[0])
+    template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+    return _slug(_FIRST_CLAUSE.split(template, 1)[0])[:48].rstrip("_") or "unnamed"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
 class LastProblem(logging.Handler):
-    """Remembers the last warning or error logged, for metrics (`last_error_info`) and `status`."""
+    """Remembers the last warning or error logged: its reason code for metrics (`last_error_info`),
+    its text for /readyz and `status`."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -168,7 +191,13 @@ class LastProblem(logging.Handler):
         error = getattr(record, "error", None)
         if error:
             text += f": {error}"
-        self.last = Problem(record.created, record.levelname.lower(), self.scrub(text)[:300])
+        self.last = Problem(record.created, record.levelname.lower(), self.scrub(text)[:300], reason_code(record))
+
+    def as_dict(self) -> dict[str, Any] | None:
+        """The last problem for /readyz: {"time", "level", "reason", "message"}, or None."""
+        last = self.last
+        return None if last is None else {"time": last.time, "level": last.level, "reason": last.reason,
+                                          "message": last.message}
 
 
 LAST_PROBLEM = LastProblem()

@@ -32,7 +32,9 @@ per request and once per batch. Reference (all names start with `statsig_forward
     oldest_undelivered_event_age_seconds     age of the oldest event read but not yet acknowledged
     sink_state{state}                        1 for the current state: ok | retrying | auth_failed
     ready                                    1 when /readyz answers 200
-    last_error_info{level,message}           1, labelled with the last warning or error logged
+    last_error_info{level,reason}            1, labelled with the last warning or error logged (reason: a
+                                             bounded code, e.g. delivery_failed; its text is in the
+                                             log, /readyz `last_problem` and `status`)
     last_error_timestamp_seconds             when it was logged (0: none yet)
 """
 
@@ -194,13 +196,14 @@ class RunCollector(Collector):
             ready_family.add_metric([], 1.0 if ready else 0.0)
         yield ready_family
         problem = GaugeMetricFamily(PREFIX + "last_error_info", "1, labelled with the last warning or error "
-                                    "logged.", labels=["level", "message"])
+                                    "logged (reason: a short code; the text is in the log, /readyz and status).",
+                                    labels=["level", "reason"])
         when = GaugeMetricFamily(PREFIX + "last_error_timestamp_seconds",
                                  "When the last warning or error was logged (0: none yet).")
         if s is not None:
             last = LAST_PROBLEM.last
             if last is not None:
-                problem.add_metric([last.level, last.message], 1.0)
+                problem.add_metric([last.level, last.reason], 1.0)
             when.add_metric([], last.time if last is not None else 0.0)
         yield problem
         yield when

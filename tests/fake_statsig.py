@@ -1,4 +1,4 @@
-"""A local fake of Statsig's API, built from ../shared/statsig-wire.md.
+"""A local fake of Statsig's API, built from docs/statsig-protocol.md and docs/fake-statsig.md.
 
 Speaks the real wire protocol: `POST .../log_event` and `.../rgstr` with gzip, zstd or plain
 JSON bodies (answer 202 `{"success": true}`), `GET .../download_config_specs/...` for
@@ -40,7 +40,7 @@ SPECS = {
     "condition_map": {},
 }
 
-# What the real SDKs need to evaluate gates and log exposures (../shared/statsig-wire.md):
+# What the real SDKs need to evaluate gates and log exposures (docs/fake-statsig.md):
 # `relay_gate` passes for everyone through a rule that requires `relay_child`, so checking
 # it logs a gate exposure with one secondary exposure; `relay_config` logs config exposures.
 _RULE = {"passPercentage": 100, "idType": "userID", "returnValue": True}
@@ -223,7 +223,7 @@ class FakeStatsig:
                 self._faults.popleft()
             return None
 
-    # -- config specs (statsig-python-core evaluates them; ../shared/statsig-wire.md) --------
+    # -- config specs (statsig-python-core evaluates them; docs/fake-statsig.md) --------
     def set_dynamic_config(self, name: str, default: Any,
                            targets: list[tuple[str, list[str], Any]] | None = None) -> None:
         """Serve dynamic config `name`: `default` for every user, except users whose field

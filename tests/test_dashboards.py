@@ -150,7 +150,8 @@ def test_every_alert_is_unit_tested_firing_and_silent() -> None:
                 assert a["exp_labels"].get("instance") != "good", t
     names = {r["alert"] for r in alert_rules()}
     required = {"StatsigForwarderDown", "StatsigForwarderKeyRefused", "StatsigForwarderStalled",
-                "StatsigForwarderOldestEventTooOld", "StatsigForwarderDeadLetterRate"}
+                "StatsigForwarderOldestEventTooOld", "StatsigForwarderDeadLetterRate",
+                "StatsigForwarderAbsent"}
     assert required <= names
     assert fires == names
     assert silent == names

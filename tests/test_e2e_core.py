@@ -445,7 +445,7 @@ def test_many_requests_keep_file_order_of_checkpoints(fake, spawn, tmp_path: Pat
 
 
 def test_kill9_while_statsig_is_down_loses_nothing(fake, spawn, tmp_path: Path) -> None:
-    """scenarios.md's headline case: Fluent Bit and Fluentd lost every buffered event here."""
+    """The headline case of docs/log-shippers.md: Fluent Bit and Fluentd lost every buffered event here."""
     total = 20_000
     log = tmp_path / "events.ndjson"
     log.write_bytes(b"".join(event_line(i) for i in range(total)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import logging
 import os
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import orjson
 from fake_statsig import FakeStatsig
 from kit import SECRET, Cli, append, cli_env, event_line, fast_args, wait_until
 
-from forwarder.logs import Scrubber, redact
+from forwarder.logs import Scrubber, reason_code, redact
 
 SHOWN = redact(SECRET)
 
@@ -116,3 +118,59 @@ def test_text_logs_on_a_terminal_and_with_log_format_text(tmp_path: Path, fake: 
     assert lines and all(not line.startswith("{") for line in lines)
     assert any("stopped" in line for line in lines)
     assert_no_secret(proc.stderr.decode())
+
+
+# -- reason codes: the bounded label of last_error_info ------------------------------------
+
+def _record(name: str, msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.WARNING, __file__, 1, msg, args, None)
+
+
+def test_reason_code_is_the_first_clause_of_the_template_whatever_the_values() -> None:
+    assert reason_code(_record("forwarder.delivery.senders", "delivery failed, will retry")) == "delivery_failed"
+    template = "internal error in thread %s; stopping"
+    assert reason_code(_record("forwarder.app", template, "x" * 500)) == \
+        reason_code(_record("forwarder.app", template, "y")) == "internal_error_in_thread"
+    assert reason_code(_record("forwarder.app", "DRY RUN (no key): events are printed")) == "dry_run"
+    assert reason_code(_record("forwarder.source.tailer", "cannot open file")) == "cannot_open_file"
+    assert reason_code(_record("uvicorn.error", "anything at all %s", "x")) == "library_uvicorn"
+    assert reason_code(_record("forwarder", "")) == "unnamed"
+    assert len(reason_code(_record("forwarder", "a" * 400))) <= 48
+
+
+LEVELS = {"warning", "error", "exception", "critical"}
+# Warnings whose first clause is computed, each from a fixed set of values: (file, code shape).
+COMPUTED = {
+    ("forwarder/app.py", "this command serves no {metrics endpoint | receiver}"),
+    ("forwarder/commands/check.py", "Statsig check failed (CheckResult.describe)"),
+}
+
+
+def test_every_warning_in_the_code_has_a_fixed_reason_code() -> None:
+    """Bounded series: a warning's code comes from fixed text, so the label has as many values
+    as there are warnings in the code (plus COMPUTED, whose few values are listed there)."""
+    root = Path(__file__).resolve().parent.parent
+    computed = set()
+    count = 0
+    for path in sorted((root / "forwarder").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr in LEVELS and node.args:
+                msg = node.args[0]
+            elif node.func.attr == "log" and len(node.args) >= 2 and isinstance(node.func.value, ast.Name) \
+                    and node.func.value.id == "log":
+                msg = node.args[1]
+            else:
+                continue
+            if not (isinstance(node.func.value, ast.Name) and node.func.value.id == "log"):
+                continue
+            count += 1
+            if isinstance(msg, ast.Constant) and isinstance(msg.value, str):
+                continue
+            if isinstance(msg, ast.JoinedStr) and isinstance(msg.values[0], ast.Constant) \
+                    and any(c in str(msg.values[0].value) for c in ",;:(%"):
+                continue  # the first clause ends before any value
+            computed.add(str(path.relative_to(root)))
+    assert count > 30
+    assert computed == {f for f, _ in COMPUTED}

@@ -41,6 +41,11 @@ def test_status_live_through_an_outage_a_refused_key_and_stopped(
     assert doc["ready"] is True and doc["statsig_text"] == "retrying"
     assert "delivery failed, will retry: " in doc["last_error"]["message"]
     assert doc["last_error"]["level"] == "warning"
+    # the metric carries a bounded reason code, the text comes from /readyz
+    assert doc["last_error"]["reason"] == "delivery_failed"
+    assert http.value(P + "last_error_info", level="warning", reason="delivery_failed") == 1
+    assert [ls for (n, ls) in http.metrics() if n == P + "last_error_info"] == [
+        (("level", "warning"), ("reason", "delivery_failed"))]
     assert doc["events"]["read"] == 15 and doc["events"]["delivered"] == 10
     assert doc["events"]["delivered_per_s"] == 0
     assert doc["dead_letter"] == {"invalid": 0, "rejected_by_statsig": 0, "total": 0}

@@ -58,7 +58,7 @@ def test_endpoints_append_the_callers_objects(spawn: Callable[..., Cli], tmp_pat
         assert r.status_code == 200 and r.json()["accepted"] == 2
 
         assert c.get("/healthz").json() == {"status": "ok"}
-        assert c.get("/readyz").json() == {"ready": True, "reasons": [], "relay": {
+        assert c.get("/readyz").json() == {"ready": True, "reasons": [], "last_problem": None, "relay": {
             "enabled": True, "paths": ["/v1/log_event", "/v1/rgstr"], "accepted_keys": []}}
         metrics = c.get("/metrics")
         assert metrics.headers["content-type"].startswith("text/plain")

@@ -1,6 +1,6 @@
 """Statsig's own acceptance rules, applied before sending: at the model, the reader and the receiver.
 
-Source: Statsig's docs, guides/logging-events.mdx (quoted in ../shared/statsig-wire.md): names
+Source: Statsig's docs, guides/logging-events.mdx (summed up in docs/statsig-rules.md): names
 with any of \\[]{}<>#=;&$%|, NUL, CR, LF are dropped; object fields are limited to 4096
 characters stringified, string fields to 64.
 """

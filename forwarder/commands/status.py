@@ -64,7 +64,7 @@ class Status:
     ready: bool | None = None
     reasons: list[str] = field(default_factory=list)
     statsig: str = "unknown"  # ok | retrying | auth_failed | stopped | unknown
-    last_error: dict[str, Any] | None = None  # {"time", "level", "message"}
+    last_error: dict[str, Any] | None = None  # {"time", "level", "reason", "message"}
     events: dict[str, float | None] = field(default_factory=dict)  # read, delivered, ... and *_per_s
     dead_letter: dict[str, int] = field(default_factory=dict)  # by reason, and total
     oldest_undelivered_age_s: float | None = None
@@ -90,6 +90,7 @@ class Scrape:
     samples: Samples
     ready: bool
     reasons: list[str]
+    problem: dict[str, Any] | None = None  # /readyz `last_problem`: the text the metric's label leaves out
 
 
 def scrape(address: str, timeout: float = 3.0) -> Scrape:
@@ -109,7 +110,8 @@ def scrape(address: str, timeout: float = 3.0) -> Scrape:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return Scrape(time.monotonic(), time.time(), samples, bool(body.get("ready")), list(body.get("reasons", [])))
+    return Scrape(time.monotonic(), time.time(), samples, bool(body.get("ready")), list(body.get("reasons", [])),
+                  body.get("last_problem"))
 
 
 def _sum(samples: Samples, name: str, **labels: str) -> float:
@@ -138,7 +140,9 @@ def from_scrapes(runtime: Runtime | None, state_dir: Path, address: str, cur: Sc
         if n == PREFIX + "last_error_info" and v == 1:
             labels = dict(ls)
             last_error = {"time": _sum(s, PREFIX + "last_error_timestamp_seconds"), "level": labels["level"],
-                          "message": labels["message"]}
+                          "reason": labels.get("reason", ""), "message": labels.get("reason", "")}
+    if cur.problem:  # the same problem (or a newer one), with its text
+        last_error = {k: cur.problem.get(k) for k in ("time", "level", "reason", "message")}
     events: dict[str, float | None] = {}
     for key, metric in (("read", "events_read_total"), ("delivered", "events_delivered_total"),
                         ("retried", "events_retried_total"), ("lines", "lines_read_total"),

@@ -43,7 +43,7 @@ MAX_EVENT_NAME = 128
 MAX_TIME_MS = 253_402_300_799_999
 
 # Statsig's own acceptance rules (its docs, guides/logging-events.mdx, quoted in
-# ../shared/statsig-wire.md). A 202 does not mean such an event is kept.
+# docs/statsig-rules.md). A 202 does not mean such an event is kept.
 #   "Statsig drops events that match this regex/contain this character set:
 #    \[]{}<>#=;&$%| plus NUL, LF, CR."  -> always dead-lettered (nothing to gain by sending).
 #   "Object fields have an overall limit of 4096 on its stringified length. String fields

@@ -1,6 +1,6 @@
 """Statsig's event intake over HTTP, and a stdout sink for dry runs.
 
-The request is what statsig-python-core sends (see ../shared/statsig-wire.md): gzip'd
+The request is what statsig-python-core sends (see docs/statsig-protocol.md): gzip'd
 JSON `{"events": [...], "statsigMetadata": {...}}` to `{statsig_api}/log_event` with the
 `statsig-*` headers. A send either returns (Statsig accepted the batch) or raises a
 DeliveryError whose class says what to do next.

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..decode.codec import json_type
 from ..decode.event import Event, InvalidEvent, OversizeFields, UnknownFields, to_statsig
+from ..logs import LAST_PROBLEM
 from ..settings import ReceiverSettings
 from .appender import Appender, AppendError
 from .cors import Cors
@@ -162,7 +163,7 @@ def create_app(ready: Ready, intake: Intake | None = None) -> FastAPI:
              responses={503: {"description": "Not ready; `reasons` says why"}})
     async def readyz() -> Response:
         ok, reasons = ready()
-        doc: dict[str, Any] = {"ready": ok, "reasons": reasons}
+        doc: dict[str, Any] = {"ready": ok, "reasons": reasons, "last_problem": LAST_PROBLEM.as_dict()}
         if intake is not None:
             doc["relay"] = (intake.relay.status.as_dict() if intake.relay is not None
                             else {"enabled": False, "paths": [], "accepted_keys": []})

@@ -7,7 +7,7 @@ from the JS client) or zstd (the Node core SDK). Each valid event is appended as
 Statsig's own shape (`forwarder.decode.event.SdkEvent`), so the tailer forwards it as it
 came, with every guarantee of a file line.
 
-Answers speak the SDKs' language (../shared/statsig-wire.md): 202 `{"success": true}` only
+Answers speak the SDKs' language (docs/sdk-relay.md): 202 `{"success": true}` only
 after the append (and fsync); what an SDK should retry (log not writable, shutting down) is
 a 503 with Retry-After, never 413 or 429, which core SDKs treat as "drop". An invalid event
 costs only itself: it is dead-lettered with its reason, the others are appended, and the
