@@ -20,6 +20,7 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,10 +40,11 @@ def run_once(path: Path, fake: RemoteFake, root: Path, extra: list[str]) -> tupl
     log = state.parent / (state.name + ".log")
     started = time.perf_counter()
     with open(log, "wb") as err:
-        pid = os.posix_spawn(forwarder_cmd()[0], [*forwarder_cmd(), "run", "--once", str(path), "--state-dir",
-                             str(state), "--statsig-api", fake.url, *extra], env,
-                             file_actions=[(os.POSIX_SPAWN_DUP2, err.fileno(), 2)])
-        _, status, usage = os.wait4(pid, 0)
+        # cwd: `-m` imports the package from the working directory before PYTHONPATH
+        proc = subprocess.Popen([*forwarder_cmd(), "run", "--once", str(path), "--state-dir", str(state),
+                                 "--statsig-api", fake.url, *extra], env=env, cwd=root, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
     stopped: dict[str, int] = {}
     for line in log.read_bytes().splitlines():

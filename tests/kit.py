@@ -100,7 +100,7 @@ def fast_args(fake: FakeStatsig, state: Path) -> list[str]:
     """Flags that keep end-to-end tests quick: short intervals, quick retries."""
     return [
         "--statsig-api", fake.url, "--state-dir", str(state), "--flush-interval", "0.2",
-        "--retry-initial", "0.05", "--retry-max", "0.5",
+        "--checkpoint-fsync-interval", "0.2", "--retry-initial", "0.05", "--retry-max", "0.5",
         "--poll-interval", "0.1", "--rotate-wait", "0.5", "--glob-interval", "0.5",
     ]
 

@@ -198,8 +198,8 @@ def test_batch_numbers_are_gap_free(ops: list[str], size: int) -> None:
 
 
 def test_a_batch_goes_only_once_the_checkpoint_file_passes_everything_outside_the_window(tmp_path: Path) -> None:
-    """Real threads, real file: when a sender is let through, checkpoints.json (in the kernel)
-    already passes every batch more than `window` behind it and counts it in flight, so a
+    """Real threads, real files: when a sender is let through, the checkpoint journal (in the
+    kernel) already passes every batch more than `window` behind it and counts it in flight, so a
     kill -9 at any moment re-sends at most the window."""
     window, n = 3, 200
     checkpoints = Checkpoints(tmp_path)
@@ -218,7 +218,7 @@ def test_a_batch_goes_only_once_the_checkpoint_file_passes_everything_outside_th
                 return
             acker.begin(batch)
             assert acker.wait_turn(batch, window, never)
-            doc = orjson.loads(checkpoints.path.read_bytes())
+            doc = orjson.loads(checkpoints.journal_path.read_bytes().splitlines()[-1])  # what kill -9 leaves
             passed = doc["files"]["a"]["offset"] if "a" in doc["files"] else 0
             if passed < batch.seq - window + 1:
                 violations.append(f"batch {batch.seq} let through with the file at {passed}")
@@ -234,3 +234,34 @@ def test_a_batch_goes_only_once_the_checkpoint_file_passes_everything_outside_th
     for t in threads:
         t.join(30)
     assert not violations, violations[:5]
+
+
+def test_while_the_checkpoint_cannot_be_written_only_the_window_goes(tmp_path: Path) -> None:
+    """A full disk: batches inside the window still go (their in-flight record unwritten), the
+    next one waits until the acknowledgement that freed its slot is in the kernel."""
+    checkpoints = Checkpoints(tmp_path)
+    failing = threading.Event()
+    failing.set()
+
+    def publish(version: int) -> bool:
+        if failing.is_set():
+            return False
+        checkpoints.publish(version)
+        return True
+
+    acker = Acker(checkpoints, where, publish)
+    never = threading.Event()
+    batches = [Batch(i, events=[{"seq": i}], positions={"a": i + 1}) for i in range(3)]
+    assert acker.wait_turn(batches[0], 2, never) and acker.wait_turn(batches[1], 2, never)
+    acker.done(batches[0])
+    acker.done(batches[1])
+    turns: list[bool] = []
+    waiter = threading.Thread(target=lambda: turns.append(acker.wait_turn(batches[2], 2, never)))
+    waiter.start()
+    waiter.join(0.6)
+    assert waiter.is_alive() and not turns, "batch 0's position is not in the kernel: batch 2 waits"
+    failing.clear()  # space again
+    waiter.join(5)
+    assert turns == [True]
+    assert checkpoints.get("a").offset == 2  # type: ignore[union-attr]
+    assert orjson.loads(checkpoints.journal_path.read_bytes().splitlines()[-1])["files"]["a"]["offset"] == 2

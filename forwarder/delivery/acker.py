@@ -44,7 +44,7 @@ class Acker:
         self._turn = threading.Condition(self._lock)
         self._done: dict[int, Batch] = {}
         self._opened: dict[int, float] = {}  # unacknowledged batches -> when they opened
-        self._sending: dict[int, int] = {}  # let through, not yet passed by the view -> their events
+        self._sending: dict[int, Batch] = {}  # let through, not yet passed by the view
         self._applied: dict[int, int] = {}  # acknowledged batch -> the view version that passes it
         self._next = 0
 
@@ -83,7 +83,7 @@ class Acker:
                 self._turn.wait(0.2)
             if self._checkpoints is None:
                 return True
-            self._sending[batch.seq] = len(batch.events)
+            self._sending[batch.seq] = batch
             version = self._note_in_flight()
             opened_by = self._applied.get(batch.seq - window, 0)  # the acknowledgement that freed this slot
         # One write holds both: the acknowledgements that opened the window and this batch in flight.
@@ -98,7 +98,12 @@ class Acker:
     def _note_in_flight(self) -> int:  # with self._lock held
         if self._checkpoints is None:
             return 0
-        return self._checkpoints.set_in_flight(len(self._sending), sum(self._sending.values()))
+        sent: dict[str, int] = {}
+        for batch in self._sending.values():
+            for key, end in batch.positions.items():
+                sent[key] = max(end, sent.get(key, 0))
+        return self._checkpoints.set_in_flight(len(self._sending), sum(len(b.events) for b in self._sending.values()),
+                                               sent)
 
     def _publish_plain(self, version: int) -> bool:
         assert self._checkpoints is not None

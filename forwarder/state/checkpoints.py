@@ -1,26 +1,29 @@
 """Per-file delivery positions: the view, and the files that keep it across a crash.
 
 File format (version 1), pinned by tests/test_units.py:
-    {"version": 1, "serial": int, "boot_id": str, "durable": bool, "written": float,
-     "in_flight": {"batches": int, "events": int},
+    {"version": 1, "serial": int, "boot_id": str, "written": float,
+     "in_flight": {"batches": int, "events": int, "sent": {"<fingerprint>": int}},
      "files": {"<fingerprint>": {"offset": int, "path": str, "dev": int, "ino": int, "updated": float}}}
 Only "version" and "files" are required (files written before issue 21 have nothing else).
 
 Two crashes, two files:
-- checkpoints.json reaches the kernel after every acknowledgement (`publish`: written to
-  checkpoints.json.tmp and renamed over it, no fsync: microseconds). A process crash (kill -9,
-  the OOM killer) keeps everything the kernel has, so the next run resumes exactly there.
-- checkpoints.json.synced is the last fsync'd copy (`sync`, on the checkpoint_fsync_interval
-  cadence; the dead-letter file is fsync'd first). A machine crash may lose or tear what was
-  not fsync'd, so after a reboot (another boot_id) a checkpoints.json that was not written
-  durably is not trusted and the synced copy is used: at most one fsync interval older.
-`flush` (shutdown, `checkpoints set`) writes checkpoints.json durably (fsync'd, "durable": true).
-
-Loading takes, among the valid files the current boot can trust, the one with the highest
-serial (a valid .tmp is the newest: its rename never happened); a corrupt file is moved aside
-and reported; with no valid file reading starts over from byte 0 (duplicates, never loss).
-"in_flight" is what was sent and not yet passed by this checkpoint when it was written: what a
-crash right then re-sends at most (0 after a clean stop), logged at the next start.
+- checkpoints.json.journal gets the whole view appended as one line after every
+  acknowledgement (`publish`: one write(2), no fsync, about a microsecond). A process crash
+  (kill -9, the OOM killer) keeps everything the kernel has, so the next run resumes exactly
+  at its last complete line.
+- checkpoints.json is the fsync'd view (`flush`: temp file, fsync, rename, fsync of the
+  directory, the dead-letter file fsync'd first), written every checkpoint_fsync_interval,
+  at shutdown and by `checkpoints set`; the journal is removed after it. A machine crash may
+  lose or tear what was not fsync'd: after a reboot (another boot_id) the journal is not
+  trusted and checkpoints.json is used, at most one fsync interval older.
+Loading takes, among the valid candidates the current boot can trust, the one with the highest
+serial (a valid checkpoints.json.tmp is fsync'd and newer than checkpoints.json: its rename never
+happened); a corrupt checkpoint file is moved aside and reported; with nothing valid reading
+starts over from byte 0 (duplicates, never loss). "in_flight" is what was sent and not yet
+passed when the view was written (batches, events, and per file the end of the furthest batch
+sent): what a crash right then re-sends at most (0 after a clean stop), logged at the next
+start. A run inherits what the file it resumed from had in flight until its own positions pass
+it, so a run killed before re-sending it all passes it on.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 CHECKPOINT_FILE = "checkpoints.json"
 REPLAY_CHECKPOINT_FILE = "replay-checkpoints.json"  # `replay` keeps its own positions (and lock: lock.py)
-SYNCED_SUFFIX = ".synced"  # the last fsync'd copy: checkpoints.json.synced
+JOURNAL_SUFFIX = ".journal"  # checkpoints.json.journal: the view after every acknowledgement
 
 
 @dataclass(slots=True)
@@ -65,7 +68,7 @@ class Loaded:
     in_flight_events: int
     written: float  # epoch seconds (0: unknown, written before issue 21)
     after_reboot: bool  # the machine restarted since; only what was fsync'd was trusted
-    unsynced_bytes: int | None  # after a reboot: bytes the newer, untrusted file said were delivered past it
+    unsynced_bytes: int | None  # after a reboot: bytes the journal said were delivered past it
 
 
 @dataclass(slots=True)
@@ -73,9 +76,9 @@ class _Doc:
     files: dict[str, FileState]
     serial: int
     boot_id: str | None
-    durable: bool
     written: float
     in_flight: tuple[int, int]  # (batches, events)
+    sent: dict[str, int]  # per file: the end of the furthest batch in flight
 
 
 def boot_id() -> str | None:
@@ -96,20 +99,21 @@ class Checkpoints:
 
     def __init__(self, state_dir: Path, namespace: str = CHECKPOINT_FILE, readonly: bool = False) -> None:
         self.path = state_dir / namespace
-        self.synced_path = self.path.with_name(self.path.name + SYNCED_SUFFIX)
+        self.journal_path = self.path.with_name(self.path.name + JOURNAL_SUFFIX)
         self.readonly = readonly  # inspect only: never move a file aside (its owner may be writing it)
         self._tmp = self.path.with_name(self.path.name + ".tmp")
-        self._synced_tmp = self.synced_path.with_name(self.synced_path.name + ".tmp")
         self._lock = threading.Lock()
-        self._write_lock = threading.Lock()  # one write of checkpoints.json at a time, in version order
-        self._sync_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one write at a time, in version order
+        self._journal: int | None = None  # its fd, opened on the first publish
+        self._journal_size = 0
         self._files: dict[str, FileState] = {}
         self._version = 0
-        self._published = 0
-        self._serial = 0  # of the newest file written (or loaded)
-        self._synced = 0  # serial of the newest file fsync'd
-        self._last: bytes | None = None  # what checkpoints.json holds, for `sync`
-        self._in_flight = (0, 0)
+        self._published = 0  # the version in the kernel (journal or checkpoints.json)
+        self._serial = 0  # of the newest view written (or loaded)
+        self._synced = 0  # serial of the newest view fsync'd
+        self._in_flight = (0, 0)  # this run's: batches, events
+        self._sent: dict[str, int] = {}  # this run's: per file, the end of the furthest batch in flight
+        self._inherited: _Doc | None = None  # what the file it resumed from had in flight, until passed
         self._boot = boot_id()
         self._forgotten: set[str] = set()  # removed keys that late acks must not bring back
         self._changed: Callable[[], None] = lambda: None
@@ -187,11 +191,12 @@ class Checkpoints:
             if moved:
                 self._moved()
 
-    def set_in_flight(self, batches: int, events: int) -> int:
-        """Record what is sent and not yet passed by the view; returns the version holding it."""
+    def set_in_flight(self, batches: int, events: int, sent: dict[str, int]) -> int:
+        """Record what is sent and not yet passed by the view (`sent`: per file, the end of the
+        furthest batch); returns the version holding it."""
         with self._lock:
-            if self._in_flight != (batches, events):
-                self._in_flight = (batches, events)
+            if self._in_flight != (batches, events) or self._sent != sent:
+                self._in_flight, self._sent = (batches, events), sent
                 self._moved()
             return self._version
 
@@ -219,75 +224,93 @@ class Checkpoints:
         return old
 
     # -- writes --------------------------------------------------------------------------
-    def publish(self, through: int | None = None, durable: bool = False,
-                before_write: Callable[[], None] | None = None) -> bool:
-        """Make checkpoints.json hold version `through` (default: the current one) or newer;
-        True when this call wrote it.
-
-        Plain: written and renamed, no fsync; it is in the kernel when this returns, which a
-        process crash does not undo. `durable`: fsync'd before the rename, the directory
-        after, and `before_write` (the dead-letter fsync) runs between taking the view and
-        writing it; also rewrites an unchanged view that was not yet fsync'd. Writes are
-        serialized: one that finds nothing to do returns once the write in progress is done.
-        """
+    def publish(self, through: int | None = None) -> bool:
+        """Put view version `through` (default: the current one) or newer into the kernel: one
+        line appended to the journal, no fsync, which a process crash does not undo. True
+        when this call wrote. Writes are serialized: one that finds nothing to do returns
+        once the write in progress is done."""
         with self._write_lock:
             with self._lock:
                 target = self._version if through is None else through
-                if self._published >= target and (not durable or self._synced >= self._serial):
+                if self._published >= target:
                     return False
                 version, serial = self._version, self._serial + 1
-                data = self._document(serial, durable)
-            if before_write is not None:
-                before_write()
-            _atomic_write(self.path, self._tmp, data, durable)
+                line = self._document(serial) + b"\n"
+            if self._journal is None:
+                fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self._journal, self._journal_size = fd, os.fstat(fd).st_size
+                if self._journal_size and os.pread(fd, 1, self._journal_size - 1) != b"\n":
+                    line = b"\n" + line  # after what a power loss left: start a line of our own
+            try:
+                _write_all(self._journal, line)
+            except OSError:
+                with contextlib.suppress(OSError):  # a short write (full disk): no torn line stays
+                    os.ftruncate(self._journal, self._journal_size)
+                raise
+            self._journal_size += len(line)
             with self._lock:
-                self._serial, self._published, self._last = serial, version, data
-                if durable:
-                    self._synced = serial
-            return True
-
-    def sync(self, before_write: Callable[[], None] | None = None) -> bool:
-        """fsync what checkpoints.json holds, as checkpoints.json.synced; True when written.
-
-        `before_write` (the dead-letter fsync) runs first: every record whose line that
-        checkpoint passes reached the kernel before it did, so it is on disk before it.
-        """
-        with self._sync_lock:
-            with self._lock:
-                data, serial = self._last, self._serial
-                if data is None or self._synced >= serial:
-                    return False
-            if before_write is not None:
-                before_write()
-            _atomic_write(self.synced_path, self._synced_tmp, data, True)
-            with self._lock:
-                self._synced = max(self._synced, serial)
+                self._serial, self._published = serial, version
             return True
 
     def flush(self, before_write: Callable[[], None] | None = None) -> bool:
-        """Write the view durably if it changed or was not yet fsync'd (shutdown, edits)."""
-        return self.publish(durable=True, before_write=before_write)
+        """Write the view to checkpoints.json durably if it changed or is not fsync'd yet;
+        True when written. `before_write` (the dead-letter fsync) runs between taking the view
+        and writing it: every record whose line the view passes reached the kernel before it
+        was taken. The journal is emptied after: checkpoints.json is newer than all of it."""
+        with self._write_lock:
+            with self._lock:
+                if self._published >= self._version and self._synced >= self._serial:
+                    return False
+                version, serial = self._version, self._serial + 1
+                data = self._document(serial, pretty=True)
+            if before_write is not None:
+                before_write()
+            _atomic_write(self.path, self._tmp, data)
+            if self._journal is not None:
+                os.close(self._journal)
+                self._journal = None
+            with contextlib.suppress(OSError):  # if it stays, its lines are older than this file: ignored
+                self.journal_path.unlink(missing_ok=True)
+            with self._lock:
+                self._serial = self._synced = serial
+                self._published = version
+            return True
 
-    def _document(self, serial: int, durable: bool) -> bytes:  # with self._lock held
-        batches, events = self._in_flight
+    def _document(self, serial: int, pretty: bool = False) -> bytes:  # with self._lock held
+        (batches, events), sent = self._in_flight, self._sent
+        inherited = self._inherited
+        if inherited is not None:
+            files = self._files
+            if all(k not in files or files[k].offset >= end for k, end in inherited.sent.items()):
+                self._inherited = inherited = None  # this run's positions passed all of it
+            else:
+                (b, e), own = inherited.in_flight, sent
+                sent = {**inherited.sent, **{k: max(v, inherited.sent.get(k, 0)) for k, v in own.items()}}
+                if len(sent) == 1:  # one file: both are ranges from its checkpoint on, the longer holds the other
+                    batches, events = max(batches, b), max(events, e)
+                else:  # an upper bound: where files are read in another order they need not overlap
+                    batches, events = batches + b, events + e
         return orjson.dumps({
-            "version": FORMAT_VERSION, "serial": serial, "boot_id": self._boot, "durable": durable,
-            "written": time.time(), "in_flight": {"batches": batches, "events": events},
+            "version": FORMAT_VERSION, "serial": serial, "boot_id": self._boot, "written": time.time(),
+            "in_flight": {"batches": batches, "events": events, "sent": sent},
             "files": {k: {"offset": v.offset, "path": v.path, "dev": v.dev, "ino": v.ino, "updated": v.updated}
                       for k, v in self._files.items()},
-        }, option=orjson.OPT_INDENT_2)
+        }, option=orjson.OPT_INDENT_2 if pretty else None)
 
     # -- load ----------------------------------------------------------------------------
     def _load(self) -> None:
         problems: list[tuple[Path, str]] = []
         found: list[tuple[Path, _Doc]] = []
-        for candidate in (self._tmp, self.path, self.synced_path):
+        for candidate in (self._tmp, self.path):
             if not candidate.exists():
                 continue
             try:
                 found.append((candidate, _parse(candidate.read_bytes())))
             except (OSError, ValueError) as e:
                 problems.append((candidate, f"{candidate}: {e}"))
+        journal = _last_line(self.journal_path)
+        if journal is not None:
+            found.append((self.journal_path, journal))
         pool = [(p, d) for p, d in found if self._trusted(p, d)] or found
         chosen: Path | None = None
         if pool:
@@ -295,10 +318,12 @@ class Checkpoints:
             chosen, doc = max(pool, key=lambda pd: pd[1].serial)
             newest = max(found, key=lambda pd: pd[1].serial)[1]
             self._files, self._serial = doc.files, newest.serial
-            self._synced = doc.serial if chosen == self.synced_path or doc.durable else 0
+            self._synced = doc.serial if chosen != self.journal_path else 0
             if chosen != self.path:
-                self._version = 1  # promote it to checkpoints.json on the next write
-            reboot = newest is not doc and not self._trusted(self.path, newest)
+                self._version = 1  # written to checkpoints.json by the first flush
+            reboot = newest.serial > doc.serial and not self._trusted(self.journal_path, newest)
+            if doc.in_flight != (0, 0):
+                self._inherited = doc
             self.loaded = Loaded(chosen, *doc.in_flight, doc.written, reboot,
                                  _bytes_between(doc.files, newest.files) if reboot else None)
         if chosen == self._tmp:
@@ -309,7 +334,7 @@ class Checkpoints:
                     candidate.rename(candidate.with_name(f"{candidate.name}.corrupt-{int(time.time())}"))
         if problems and chosen is not None and not self.readonly:
             # A torn temp file (a crash mid-write, a full disk), or a checkpoint file torn by a
-            # machine crash with its fsync'd copy intact: no reason to re-read anything.
+            # machine crash with a newer journal of this boot: no reason to re-read anything.
             log.warning(f"unreadable checkpoint file moved aside; using {chosen.name}",
                         extra={"problem": "; ".join(m for _, m in problems)})
         elif problems and chosen is None:
@@ -322,9 +347,26 @@ class Checkpoints:
                 )
 
     def _trusted(self, path: Path, doc: _Doc) -> bool:
-        """Whether a file holds what was last written to it: fsync'd, or written in this boot
-        (the kernel's copy survives a process crash), or by a version that always fsync'd."""
-        return path == self.synced_path or doc.durable or doc.boot_id is None or doc.boot_id == self._boot
+        """Whether a candidate holds what was last written to it: checkpoints.json (and its
+        temp file) are fsync'd; the journal only if written in this boot (the kernel's copy
+        survives a process crash, not a machine crash)."""
+        return path != self.journal_path or self._boot is None or doc.boot_id == self._boot
+
+
+def _last_line(path: Path) -> _Doc | None:
+    """The newest complete view in a journal (lines after a machine crash may be torn or zeros)."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    for line in reversed(raw.split(b"\n")):
+        line = line.strip(b" \0")
+        if line:
+            try:
+                return _parse(line)
+            except ValueError:
+                continue
+    return None
 
 
 def _bytes_between(older: dict[str, FileState], newer: dict[str, FileState]) -> int:
@@ -359,23 +401,28 @@ def _parse(raw: bytes) -> _Doc:
             raise ValueError(f"negative offset for {key!r}")
     try:
         in_flight: Any = doc.get("in_flight") or {}
+        sent: Any = in_flight.get("sent") or {}
         boot = doc.get("boot_id")
         return _Doc(files, int(doc.get("serial", 0)), None if boot is None else str(boot),
-                    bool(doc.get("durable", False)), float(doc.get("written", 0.0)),
-                    (int(in_flight.get("batches", 0)), int(in_flight.get("events", 0))))
+                    float(doc.get("written", 0.0)),
+                    (int(in_flight.get("batches", 0)), int(in_flight.get("events", 0))),
+                    {str(k): int(v) for k, v in sent.items()})
     except (AttributeError, TypeError, ValueError) as e:
         raise ValueError(f"bad header: {e}") from None
 
 
-def _atomic_write(path: Path, tmp: Path, data: bytes, durable: bool = True) -> None:
-    """Replace `path` with `data` in one rename; `durable`: fsync'd, and the rename too."""
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _atomic_write(path: Path, tmp: Path, data: bytes) -> None:
+    """Replace `path` with `data` durably: temp file, fsync, rename, fsync of the directory."""
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
+        _write_all(fd, data)
+        os.fsync(fd)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)  # a torn temp file is no checkpoint; the previous file stays intact
@@ -383,8 +430,7 @@ def _atomic_write(path: Path, tmp: Path, data: bytes, durable: bool = True) -> N
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    if durable:
-        fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -1,4 +1,4 @@
-"""The checkpoint writer thread: into the kernel at once, fsync'd on a cadence."""
+"""The checkpoint writer thread: changes into the kernel at once, fsync'd on a cadence."""
 
 from __future__ import annotations
 
@@ -14,19 +14,21 @@ log = logging.getLogger(__name__)
 
 SWEEP = 1.0  # seconds between checks for a stop request made without stop()
 RETRY = 1.0  # seconds between attempts while writes fail (full disk)
+PAUSE = 0.05  # seconds between two writes by this thread (senders write before each batch anyway)
 
 
 class CheckpointWriter(threading.Thread):
-    """Puts every change of the view into checkpoints.json (write + rename, no fsync) as soon
-    as it happens, and fsyncs it at most every `fsync_interval` seconds (0: every write).
+    """Puts changes of the view into the kernel (the journal, `Checkpoints.publish`) and writes
+    the fsync'd checkpoints.json at most every `fsync_interval` seconds (0: every write).
 
     Two crashes, two bounds. A process crash (kill -9, the OOM killer) keeps what reached the
-    kernel; the acker lets a batch go only once the checkpoint file passes every batch outside
-    the in-flight window (`publish`, called by the senders), so it re-sends at most
+    kernel; the acker lets a batch go only once the journal passes every batch outside the
+    in-flight window (`publish`, called by the senders), so it re-sends at most
     `max_in_flight` x `batch_size` events. A machine crash keeps only what was fsync'd: at most
     that plus `fsync_interval` of traffic more. The dead-letter file is fsync'd before every
-    checkpoint fsync (its records reached the kernel before the checkpoint passing their
-    lines was written).
+    checkpoint fsync (its records reached the kernel before the view passing their lines was
+    taken). This thread also writes what no sender writes at once (an acknowledgement when no
+    batch follows it, a file renamed, expired or skipped), at most every PAUSE.
     """
 
     def __init__(self, checkpoints: Checkpoints, deadletter: DeadLetter, fsync_interval: float,
@@ -52,10 +54,10 @@ class CheckpointWriter(threading.Thread):
         self._moved.set()
 
     def run(self) -> None:
-        self._moved.set()  # a checkpoint file found at start that is not checkpoints.json is promoted at once
+        self._moved.set()  # a view loaded from the journal or a temp file is written at once
         while not self.stopped.is_set():
             timeout = SWEEP
-            if self.fsync_interval > 0 and self.checkpoints.unsynced:
+            if self.checkpoints.unsynced:
                 timeout = min(SWEEP, max(0.0, self._last_sync + self.fsync_interval - time.monotonic()))
             self._moved.wait(timeout)
             if self.stopped.is_set():
@@ -64,46 +66,42 @@ class CheckpointWriter(threading.Thread):
             if not self.publish() or not self._sync_if_due():
                 self._moved.set()  # still to do: try again after the pause
                 self.stopped.wait(RETRY)
+            else:
+                self.stopped.wait(PAUSE)
 
     def publish(self, through: int | None = None) -> bool:
-        """checkpoints.json holds view version `through` (default: the current one) once this
-        returns True; False when the write failed (this thread retries it, and says so once)."""
+        """The kernel holds view version `through` (default: the current one) once this returns
+        True; False when the write failed (this thread retries it, and says so once)."""
+        if self.fsync_interval == 0:
+            return self.flush()
         try:
-            if self.fsync_interval == 0:
-                wrote = self.checkpoints.publish(through, durable=True, before_write=self.deadletter.sync)
-            else:
-                wrote = self.checkpoints.publish(through)
+            wrote = self.checkpoints.publish(through)
         except OSError as e:
             self._failed("cannot write checkpoint, will retry", e)
             return False
         if wrote and self.stats is not None:
-            self.stats.add(checkpoint_writes=1, checkpoint_syncs=int(self.fsync_interval == 0))
+            self.stats.add(checkpoint_writes=1)
         self._recovered()
         return True
 
     def _sync_if_due(self) -> bool:
-        if self.fsync_interval == 0 or time.monotonic() < self._last_sync + self.fsync_interval:
+        if time.monotonic() < self._last_sync + self.fsync_interval:
             return True
-        try:
-            synced = self.checkpoints.sync(before_write=self.deadletter.sync)
-        except OSError as e:
-            self._failed("cannot fsync checkpoint, will retry", e)
+        if not self.flush():
             return False
-        if synced:
-            self._last_sync = time.monotonic()
-            if self.stats is not None:
-                self.stats.add(checkpoint_syncs=1)
-        self._recovered()
+        self._last_sync = time.monotonic()
         return True
 
     def flush(self) -> bool:
-        """The final write (shutdown): durable, dead-letter file fsync'd first; False if it failed."""
+        """Write checkpoints.json durably if it is behind (the cadence, shutdown), the
+        dead-letter file fsync'd first; False if it failed (retried)."""
         try:
             if self.checkpoints.flush(before_write=self.deadletter.sync) and self.stats is not None:
                 self.stats.add(checkpoint_writes=1, checkpoint_syncs=1)
         except OSError as e:
             self._failed("cannot write checkpoint, will retry", e)
             return False
+        self._recovered()
         return True
 
     def _failed(self, what: str, e: OSError) -> None:
