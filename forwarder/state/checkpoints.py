@@ -92,9 +92,9 @@ def boot_id() -> str | None:
 class Checkpoints:
     """Thread-safe view of delivered positions plus its writes.
 
-    Every change of the view bumps `version`; `published` is the version checkpoints.json
-    holds. The acker records what is in flight here too (`set_in_flight`), so each file
-    written says what a crash right then would re-send.
+    Every change of the view bumps `version`; `published` is the version the kernel holds
+    (journal or checkpoints.json). The acker records what is in flight here too
+    (`set_in_flight`), so each view written says what a crash right then would re-send.
     """
 
     def __init__(self, state_dir: Path, namespace: str = CHECKPOINT_FILE, readonly: bool = False) -> None:
@@ -256,7 +256,7 @@ class Checkpoints:
         """Write the view to checkpoints.json durably if it changed or is not fsync'd yet;
         True when written. `before_write` (the dead-letter fsync) runs between taking the view
         and writing it: every record whose line the view passes reached the kernel before it
-        was taken. The journal is emptied after: checkpoints.json is newer than all of it."""
+        was taken. The journal is removed after: checkpoints.json is newer than all of it."""
         with self._write_lock:
             with self._lock:
                 if self._published >= self._version and self._synced >= self._serial:
