@@ -12,7 +12,11 @@ file system of the temp directory (the state directory's here): rewriting the ch
 (write a temp file, rename it over) and appending it as one line to a journal (what the
 forwarder does); and, for scale, a durable write (fsync, rename, fsync of the directory).
 
-    python bench/checkpoints.py [--events 1000000] [--repeat 3] [--baseline DIR] [--micro] [-- extra flags]
+`--ack-path` times the checkpoint work per acknowledged batch of each build in one thread, free
+of the noise of a full run: what the change adds per million events, whatever the machine does.
+
+    python bench/checkpoints.py [--events 1000000] [--repeat 3] [--baseline DIR] [--micro] [--ack-path]
+                                [-- extra flags]
 """
 
 from __future__ import annotations
@@ -106,6 +110,46 @@ def micro(directory: Path, n: int) -> None:
     os.close(jfd)
 
 
+ACK_PATH = """
+import inspect, sys, tempfile, threading, time
+from pathlib import Path
+from forwarder.delivery.acker import Acker
+from forwarder.model import Batch
+from forwarder.state.checkpoints import Checkpoints
+n, per_sync = int(sys.argv[1]), int(sys.argv[2])
+cps = Checkpoints(Path(tempfile.mkdtemp(prefix="fwd-bench-")))
+acker = Acker(cps, lambda key: ("/var/log/app/events.ndjson", 64769, 1234567))
+never = threading.Event()
+new = "batch" in inspect.signature(acker.wait_turn).parameters
+events = [{"eventName": "e"}] * 500
+started = time.process_time()
+for i in range(n):
+    batch = Batch(i, events=events, positions={"crc:0123456789abcdef": (i + 1) * 100_000})
+    acker.begin(batch)
+    acker.wait_turn(batch if new else batch.seq, 2, never)  # new: the journal write happens here
+    acker.done(batch)
+    if i % per_sync == 0:
+        cps.flush()  # the durable write, as often as at full speed
+print((time.process_time() - started) / n * 1e6)
+"""
+
+
+def ack_path(builds: list[tuple[str, Path]], n: int, repeat: int) -> None:
+    """CPU microseconds per acknowledged batch spent on checkpointing, in one thread (no GIL
+    hand-offs, no other work): acker, view, journal write (new) and the durable writes at the
+    rate each build makes them at full speed (old: every 0.1 s, about every 25th batch; new: every
+    second, about every 200th)."""
+    for i in range(repeat):
+        for name, root in builds:
+            env = {**os.environ, "PYTHONPATH": str(root)}
+            per_sync = "25" if name == "old" else "200"
+            out = subprocess.run([sys.executable, "-c", ACK_PATH, str(n), per_sync], env=env, cwd=root,
+                                 capture_output=True, text=True, check=True).stdout
+            us = float(out)
+            print(f"ack path round {i + 1} {name}: {us:6.1f} us CPU per batch = {us * 2000 / 1e6:.3f} CPU s per "
+                  f"million events at batch_size 500 (durable write every {per_sync} batches)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -113,6 +157,8 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout to alternate with, run first")
     parser.add_argument("--micro", type=int, nargs="?", const=20_000, default=0, metavar="N",
                         help="time N checkpoint writes each way (default 20,000), then exit")
+    parser.add_argument("--ack-path", type=int, nargs="?", const=20_000, default=0, metavar="N",
+                        help="time N acknowledged batches through the checkpoint path of each build, then exit")
     parser.add_argument("extra", nargs="*", help="extra flags for `statsig-forwarder run`")
     args = parser.parse_args()
     print(f"hardware: {hardware()}; load average {os.getloadavg()[0]:.1f} (a shared machine: compare neighbours)")
@@ -120,12 +166,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="fwd-bench-") as d:
             micro(Path(d), args.micro)
         return
-    path = events_file(args.events)
-    fake = RemoteFake()
-    print(f"input: {path} ({args.events:,} lines)")
     builds = [("new", Path(__file__).resolve().parent.parent)]
     if args.baseline is not None:
         builds.insert(0, ("old", args.baseline.resolve()))
+    if args.ack_path:
+        ack_path(builds, args.ack_path, args.repeat)
+        return
+    path = events_file(args.events)
+    fake = RemoteFake()
+    print(f"input: {path} ({args.events:,} lines)")
     cpu: dict[str, list[float]] = {name: [] for name, _ in builds}
     for i in range(args.repeat):
         for name, root in builds:
