@@ -23,7 +23,8 @@ Threads, and what each owns (no other thread writes it):
                        dead-letter writes of events Statsig refuses
     acker (a lock)     not a thread: senders call Acker under its lock, which owns the in-flight
                        window and applies positions to the Checkpoints view in batch order
-    checkpoint-writer  writes the Checkpoints view to disk as soon as it changes (dead-letter file synced first)
+    checkpoint-writer  puts the Checkpoints view into the kernel as soon as it changes (senders too, before
+                       a batch goes); fsyncs it every checkpoint_fsync_interval (dead-letter file first)
     observer           watchdog's thread: only sets Events and adds to FileTailer's dirty set
     receiver, metrics  uvicorn's event loop; the receiver's Appender owns the file it appends to
     remote-rules       statsig-python-core evaluating `remote_rules`; swaps ActiveRules' RuleSet
@@ -237,7 +238,11 @@ class Forwarder:
         commit = not stdin_mode and (delivering or s.commit)
         source, tailer = self._source(checkpoints)
         batches: queue.Queue[Batch | None] = queue.Queue(maxsize=s.max_in_flight)
-        acker = Acker(checkpoints if commit else None, source.location)
+        if s.checkpoint_interval is not None:
+            log.warning("checkpoint_interval is deprecated and ignored: the checkpoint is written after every "
+                        "acknowledgement; checkpoint_fsync_interval sets how often it is fsync'd")
+        writer = CheckpointWriter(checkpoints, deadletter, s.checkpoint_fsync_interval, self.stats) if commit else None
+        acker = Acker(checkpoints if commit else None, source.location, writer.publish if writer else None)
         backoff = Backoff(s.retry_initial, s.retry_max)
         senders = Senders(sink, batches, acker, deadletter, self.stats, backoff, s.max_in_flight, h.limiter)
         rules = ActiveRules(s.rules, self.stats)
@@ -262,7 +267,7 @@ class Forwarder:
             backoff=backoff,
             sink=sink,
             delivering=delivering,
-            writer=CheckpointWriter(checkpoints, deadletter, s.checkpoint_interval, self.stats) if commit else None,
+            writer=writer,
             deadletter=deadletter,
             collector=RunCollector("stdin" if stdin_mode else "file", self.stats, self._lag, self.ready),
             rules=rules,
@@ -341,6 +346,7 @@ class Forwarder:
         p.senders.start()
         p.reader_thread.start()
         if p.writer is not None:
+            p.writer.report_previous_run(self.settings.max_in_flight * self.settings.batch_size)
             p.writer.start()
         for server in p.servers:
             server.start()

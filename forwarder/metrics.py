@@ -15,6 +15,7 @@ per request and once per batch. Reference (all names start with `statsig_forward
                                              (field: event_name | value | metadata | user), sent
                                              (oversize_fields = "send") or dead-lettered
     checkpoint_writes_total                  checkpoint files written
+    checkpoint_syncs_total                   checkpoint files fsync'd (checkpoint_fsync_interval)
     events_retried_total{source}             events in requests that failed and were re-sent
     requests_retried_total{source}           requests that failed and were re-sent
     batches_total{source}                    batches delivered
@@ -157,6 +158,7 @@ class RunCollector(Collector):
                       num("send_retries"))
         yield counter("batches", "Batches Statsig accepted.", num("batches_sent"))
         yield counter("checkpoint_writes", "Checkpoint files written.", num("checkpoint_writes"), (), [])
+        yield counter("checkpoint_syncs", "Checkpoint files fsync'd.", num("checkpoint_syncs"), (), [])
         yield from self._rule_families(s is not None)
 
         behind = GaugeMetricFamily(PREFIX + "file_bytes_behind",

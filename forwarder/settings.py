@@ -169,10 +169,14 @@ class Settings(BaseSettings):
     retry_initial: float = Field(0.5, gt=0, description="First retry delay in seconds (doubles, with jitter).")
     retry_max: float = Field(30.0, gt=0, description="Longest retry delay in seconds.")
     gzip_level: int = Field(1, ge=1, le=9, description="gzip level of request bodies.")
-    checkpoint_interval: float = Field(
-        0.1, ge=0, description="Least seconds between the starts of two checkpoint writes (0: none). A "
-        "checkpoint is written as soon as the delivered position moves, one write at a time, at most "
-        "this often; a crash may re-send what was delivered in that time (raise for slow disks).")
+    checkpoint_fsync_interval: float = Field(
+        1.0, ge=0, description="Most seconds between two fsyncs of the checkpoint (0: every write). It "
+        "reaches the kernel after every acknowledgement, so a process crash (kill -9, OOM) re-sends at most "
+        "max_in_flight x batch_size events; a machine crash (power loss) loses what was not fsync'd and "
+        "re-sends at most that plus this many seconds of traffic.")
+    checkpoint_interval: float | None = Field(
+        None, ge=0, description="Deprecated, ignored (a warning says so): the checkpoint is written after "
+        "every acknowledgement; see checkpoint_fsync_interval.")
     shutdown_timeout: float = Field(10.0, ge=0, description="Seconds to deliver what was read after SIGTERM.")
     start_at: Literal["beginning", "end"] = Field("beginning", description="Where a file without checkpoint starts.")
     max_line_bytes: int = Field(1024 * 1024, ge=64, description="Longer lines are dead-lettered.",

@@ -28,7 +28,8 @@ class Stats:
     batches_sent: int = 0
     send_retries: int = 0
     events_retried: int = 0
-    checkpoint_writes: int = 0
+    checkpoint_writes: int = 0  # into the kernel (checkpoints.json written and renamed)
+    checkpoint_syncs: int = 0  # fsync'd (checkpoint_fsync_interval)
     sink_state: str = "ok"  # ok | retrying | auth_failed
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # (origin, rule, action, dry_run) -> events it removed (dry run: would have removed)

@@ -100,7 +100,7 @@ def fast_args(fake: FakeStatsig, state: Path) -> list[str]:
     """Flags that keep end-to-end tests quick: short intervals, quick retries."""
     return [
         "--statsig-api", fake.url, "--state-dir", str(state), "--flush-interval", "0.2",
-        "--checkpoint-interval", "0.2", "--retry-initial", "0.05", "--retry-max", "0.5",
+        "--checkpoint-fsync-interval", "0.2", "--retry-initial", "0.05", "--retry-max", "0.5",
         "--poll-interval", "0.1", "--rotate-wait", "0.5", "--glob-interval", "0.5",
     ]
 
@@ -128,7 +128,11 @@ def seqs(fake: FakeStatsig) -> list[int]:
 
 
 def read_checkpoints(state: Path) -> dict[str, Any]:
-    files: dict[str, Any] = orjson.loads((state / "checkpoints.json").read_bytes())["files"]
+    """The positions in <state>/checkpoints.json ({} before it is written)."""
+    try:
+        files: dict[str, Any] = orjson.loads((state / "checkpoints.json").read_bytes())["files"]
+    except FileNotFoundError:
+        return {}
     return files
 
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,7 @@ class RecordingCheckpoints(Checkpoints):
     """The real checkpoint view, remembering every `advance` in the order it came."""
 
     def __init__(self, state_dir: Path) -> None:
-        super().__init__(state_dir, "never-written.json")
+        super().__init__(state_dir, "acker-checkpoints.json")
         self.applied: list[dict[str, int]] = []
 
     def advance(self, positions: dict[str, int], where: dict[str, tuple[str, int, int]]) -> None:
@@ -34,7 +35,7 @@ class RecordingCheckpoints(Checkpoints):
 
 @pytest.fixture(scope="module")
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("acker")  # nothing is ever flushed to it
+    return tmp_path_factory.mktemp("acker")
 
 
 @st.composite
@@ -113,7 +114,7 @@ def test_wait_turn_admits_exactly_the_window(state_dir: Path, case: tuple[list[B
             done.add(seq)
         oldest = acked_prefix(done)
         for batch in batches:
-            assert acker.wait_turn(batch.seq, window, give_up) == (batch.seq < oldest + window), (
+            assert acker.wait_turn(batch, window, give_up) == (batch.seq < oldest + window), (
                 f"seq {batch.seq}, oldest unacknowledged {oldest}, window {window}")
 
 
@@ -122,7 +123,7 @@ def test_a_sender_outside_the_window_waits_until_the_oldest_is_acknowledged(stat
     batches = [Batch(i, positions={"a": i + 1}) for i in range(3)]
     never = threading.Event()
     turns: list[int] = []
-    waiter = threading.Thread(target=lambda: turns.append(2) if acker.wait_turn(2, 2, never) else None)
+    waiter = threading.Thread(target=lambda: turns.append(2) if acker.wait_turn(batches[2], 2, never) else None)
     waiter.start()
     acker.done(batches[1])  # a later batch finishing does not open the window
     waiter.join(0.5)
@@ -152,7 +153,7 @@ def test_concurrent_senders_stay_in_the_window_and_in_order(state_dir: Path) -> 
             if batch is None:
                 return
             acker.begin(batch)
-            assert acker.wait_turn(batch.seq, window, never)
+            assert acker.wait_turn(batch, window, never)
             with lock:
                 oldest = acked_prefix(finished)
                 if batch.seq >= oldest + window:
@@ -194,3 +195,73 @@ def test_batch_numbers_are_gap_free(ops: list[str], size: int) -> None:
             shipped.append(batch)
     assert [b.seq for b in shipped] == list(range(len(shipped)))
     assert all(b.events or b.positions for b in shipped)
+
+
+def test_a_batch_goes_only_once_the_checkpoint_file_passes_everything_outside_the_window(tmp_path: Path) -> None:
+    """Real threads, real files: when a sender is let through, the checkpoint journal (in the
+    kernel) already passes every batch more than `window` behind it and counts it in flight, so a
+    kill -9 at any moment re-sends at most the window."""
+    window, n = 3, 200
+    checkpoints = Checkpoints(tmp_path)
+    acker = Acker(checkpoints, where)
+    batches = [Batch(i, events=[{"seq": i}], positions={"a": i + 1}) for i in range(n)]
+    todo: Iterator[Batch] = iter(batches)
+    lock = threading.Lock()
+    violations: list[str] = []
+    never = threading.Event()
+
+    def sender(rng: random.Random) -> None:
+        while True:
+            with lock:
+                batch = next(todo, None)
+            if batch is None:
+                return
+            acker.begin(batch)
+            assert acker.wait_turn(batch, window, never)
+            doc = orjson.loads(checkpoints.journal_path.read_bytes().splitlines()[-1])  # what kill -9 leaves
+            passed = doc["files"]["a"]["offset"] if "a" in doc["files"] else 0
+            if passed < batch.seq - window + 1:
+                violations.append(f"batch {batch.seq} let through with the file at {passed}")
+            if not 1 <= doc["in_flight"]["batches"] <= window:
+                violations.append(f"batch {batch.seq}: file says {doc['in_flight']} in flight")
+            if rng.random() < 0.3:
+                never.wait(rng.random() / 1000)
+            acker.done(batch)
+
+    threads = [threading.Thread(target=sender, args=(random.Random(i),)) for i in range(window)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not violations, violations[:5]
+
+
+def test_while_the_checkpoint_cannot_be_written_only_the_window_goes(tmp_path: Path) -> None:
+    """A full disk: batches inside the window still go (their in-flight record unwritten), the
+    next one waits until the acknowledgement that freed its slot is in the kernel."""
+    checkpoints = Checkpoints(tmp_path)
+    failing = threading.Event()
+    failing.set()
+
+    def publish(version: int) -> bool:
+        if failing.is_set():
+            return False
+        checkpoints.publish(version)
+        return True
+
+    acker = Acker(checkpoints, where, publish)
+    never = threading.Event()
+    batches = [Batch(i, events=[{"seq": i}], positions={"a": i + 1}) for i in range(3)]
+    assert acker.wait_turn(batches[0], 2, never) and acker.wait_turn(batches[1], 2, never)
+    acker.done(batches[0])
+    acker.done(batches[1])
+    turns: list[bool] = []
+    waiter = threading.Thread(target=lambda: turns.append(acker.wait_turn(batches[2], 2, never)))
+    waiter.start()
+    waiter.join(0.6)
+    assert waiter.is_alive() and not turns, "batch 0's position is not in the kernel: batch 2 waits"
+    failing.clear()  # space again
+    waiter.join(5)
+    assert turns == [True]
+    assert checkpoints.get("a").offset == 2  # type: ignore[union-attr]
+    assert orjson.loads(checkpoints.journal_path.read_bytes().splitlines()[-1])["files"]["a"]["offset"] == 2

@@ -46,7 +46,7 @@ def once(tmp_path: Path, lines: int) -> Settings:
     log = tmp_path / "events.ndjson"
     log.write_bytes(b"".join(event_line(i) for i in range(lines)))
     return load_settings(None, paths=[str(log)], state_dir=tmp_path / "state", once=True, batch_size=10,
-                         flush_interval=0.1, checkpoint_interval=0.1, poll_interval=0.05, retry_initial=0.01,
+                         flush_interval=0.1, checkpoint_fsync_interval=0.1, poll_interval=0.05, retry_initial=0.01,
                          retry_max=0.05, shutdown_timeout=1.0)
 
 

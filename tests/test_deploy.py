@@ -193,7 +193,7 @@ def test_dockerfile_install_and_entrypoint_commands_work(tmp_path: Path, fake: F
     append(logs / "events.ndjson", b"".join(event_line(i) for i in range(20)))
     run_env = cli_env(**{k: mapped(v) for k, v in final.env.items() if k != "PATH"},
                       STATSIG_SERVER_SECRET_KEY=SECRET, FORWARDER_STATSIG_API=fake.url,
-                      FORWARDER_FLUSH_INTERVAL="0.2", FORWARDER_CHECKPOINT_INTERVAL="0.2")
+                      FORWARDER_FLUSH_INTERVAL="0.2", FORWARDER_CHECKPOINT_FSYNC_INTERVAL="0.2")
     run_env["PATH"] = f"{venv / 'bin'}:{os.environ['PATH']}"
     command = [mapped(x) for x in exec_form(final.one("ENTRYPOINT")) + exec_form(final.one("CMD"))]
     server = subprocess.Popen(command, env=run_env, cwd=tmp_path, stdout=subprocess.PIPE,

@@ -98,7 +98,7 @@ def test_statsig_outage_then_recovery_loses_nothing(fake, spawn, tmp_path: Path)
     cli.wait_log("delivery failed, will retry")
     time.sleep(5)
     assert fake.event_count == 0
-    assert not (state / "checkpoints.json").exists(), "nothing may be checkpointed during the outage"
+    assert not read_checkpoints(state), "nothing may be checkpointed during the outage"
     assert any(r.status == 503 for r in fake.requests)
     fake.clear_faults()
     assert fake.wait_for(2_000, timeout=30)
@@ -161,8 +161,7 @@ def test_bad_lines_are_dead_lettered_and_good_ones_arrive(fake, spawn, tmp_path:
     assert fake.wait_for(40)
     dead_path = state / "dead-letter.ndjson"
     assert wait_until(lambda: dead_path.exists() and len(dead_path.read_bytes().splitlines()) == len(bad))
-    assert wait_until(lambda: (state / "checkpoints.json").exists()
-                      and next(iter(read_checkpoints(state).values()))["offset"] == log.stat().st_size)
+    assert wait_until(lambda: [e["offset"] for e in read_checkpoints(state).values()] == [log.stat().st_size])
     assert cli.stop() == 0
     assert sorted(seqs(fake)) == list(range(40))
     dead = [orjson.loads(x) for x in dead_path.read_bytes().splitlines()]
@@ -209,7 +208,7 @@ def test_wrong_key_is_a_loud_config_error_and_nothing_is_acknowledged(fake, spaw
     rec = cli.wait_log("delivery failed, will retry")
     assert rec["level"] == "error" and "401" in rec["error"] and "secret key" in rec["error"]
     time.sleep(1)
-    assert not (state / "checkpoints.json").exists()
+    assert not read_checkpoints(state)
     fake.expected_key = SECRET  # the operator fixes the key on Statsig's side
     assert fake.wait_for(50, timeout=30)
     assert cli.stop() == 0
@@ -278,7 +277,7 @@ def test_sigterm_while_sink_hangs_is_bounded_and_checkpoints_only_delivered(fake
     args = [str(log), *fast_args(fake, state), "--batch-size", "50"]
     cli = spawn("run", *args)
     assert fake.wait_for(100)
-    assert wait_until(lambda: (state / "checkpoints.json").exists())
+    assert wait_until(lambda: bool(read_checkpoints(state)))
     delivered_offset = log.stat().st_size
     fake.hang_next(100, 30)
     sent = len(fake.requests)
@@ -336,11 +335,10 @@ def test_dead_letter_on_full_disk_holds_position_until_space_returns(fake, spawn
         assert "too large" in rec["error"].lower() or "27" in rec["error"]
         time.sleep(0.5)
         assert 1 not in seqs(fake), "nothing after the unrecorded bad line is sent"
-        assert not (state / "checkpoints.json").exists()
+        assert not read_checkpoints(state)
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         assert fake.wait_for(2, timeout=60)
-        assert wait_until(lambda: next(iter(read_checkpoints(state).values()))["offset"] == log.stat().st_size
-                          if (state / "checkpoints.json").exists() else False)
+        assert wait_until(lambda: [e["offset"] for e in read_checkpoints(state).values()] == [log.stat().st_size])
     finally:
         assert cli.stop() == 0
     dead = (state / "dead-letter.ndjson").read_bytes().splitlines()
@@ -456,7 +454,7 @@ def test_kill9_while_statsig_is_down_loses_nothing(fake, spawn, tmp_path: Path) 
     cli.wait_log("delivery failed, will retry")
     time.sleep(2)
     cli.kill9()
-    assert not (state / "checkpoints.json").exists(), "nothing was delivered, so nothing is checkpointed"
+    assert not read_checkpoints(state), "nothing was delivered, so nothing is checkpointed"
     fake.start()
     cli = spawn("run", *args)
     assert fake.wait_for(total, timeout=60)

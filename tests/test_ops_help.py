@@ -10,7 +10,7 @@ from pathlib import Path
 from kit import cli_env, event_line
 
 BATCHING_AND_RETRY = {"--batch-size", "--batch-bytes", "--flush-interval", "--max-in-flight", "--retry-initial",
-                      "--retry-max", "--request-timeout", "--checkpoint-interval", "--glob-interval"}
+                      "--retry-max", "--request-timeout", "--checkpoint-fsync-interval", "--glob-interval"}
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -133,7 +133,7 @@ class Senders:
             if batch is None:
                 return
             self._acker.begin(batch)
-            if not self._acker.wait_turn(batch.seq, len(self._threads), self.abort):
+            if not self._acker.wait_turn(batch, len(self._threads), self.abort):
                 return
             try:
                 if batch.events:

@@ -1,4 +1,4 @@
-"""The checkpoint writer thread: group commit, dead-letter file synced before the checkpoint."""
+"""The checkpoint writer thread: changes into the kernel at once, fsync'd on a cadence."""
 
 from __future__ import annotations
 
@@ -14,30 +14,34 @@ log = logging.getLogger(__name__)
 
 SWEEP = 1.0  # seconds between checks for a stop request made without stop()
 RETRY = 1.0  # seconds between attempts while writes fail (full disk)
+PAUSE = 0.05  # seconds between two writes by this thread (senders write before each batch anyway)
 
 
 class CheckpointWriter(threading.Thread):
-    """Writes the checkpoints as soon as they change (group commit).
+    """Puts changes of the view into the kernel (the journal, `Checkpoints.publish`) and writes
+    the fsync'd checkpoints.json at most every `fsync_interval` seconds (0: every write).
 
-    The view wakes the writer on every change (`Checkpoints.watch`): an acknowledgement the
-    acker applies, a position set by start_at=end, a file renamed, expired or removed. One
-    write at a time: whatever is acknowledged while a write runs goes into the next one,
-    so a crash re-sends at most the batches in flight plus what was acknowledged during one
-    write, or during `floor`, the least time between the starts of two writes (0: none), if
-    longer. `checkpoint_interval` sets it: at full speed on a 2-core VM a floor of 0 wrote about
-    30 checkpoints/s (one per 2 acknowledgements, 14 ms fsyncs), 0.1 s wrote 8/s.
+    Two crashes, two bounds. A process crash (kill -9, the OOM killer) keeps what reached the
+    kernel; the acker lets a batch go only once the journal passes every batch outside the
+    in-flight window (`publish`, called by the senders), so it re-sends at most
+    `max_in_flight` x `batch_size` events. A machine crash keeps only what was fsync'd: at most
+    that plus `fsync_interval` of traffic more. The dead-letter file is fsync'd before every
+    checkpoint fsync (its records reached the kernel before the view passing their lines was
+    taken). This thread also writes what no sender writes at once (an acknowledgement when no
+    batch follows it, a file renamed, expired or skipped), at most every PAUSE.
     """
 
-    def __init__(self, checkpoints: Checkpoints, deadletter: DeadLetter, floor: float,
+    def __init__(self, checkpoints: Checkpoints, deadletter: DeadLetter, fsync_interval: float,
                  stats: Stats | None = None) -> None:
         super().__init__(name="checkpoint-writer", daemon=True)
         self.checkpoints = checkpoints
         self.deadletter = deadletter
-        self.floor = floor
+        self.fsync_interval = fsync_interval
         self.stopped = threading.Event()
         self.stats = stats
         self._moved = threading.Event()
         self._failing = False
+        self._last_sync = float("-inf")
         checkpoints.watch(self.notify)
 
     def notify(self) -> None:
@@ -50,37 +54,86 @@ class CheckpointWriter(threading.Thread):
         self._moved.set()
 
     def run(self) -> None:
-        self._moved.set()  # a checkpoint temp file found at start is promoted at once
+        self._moved.set()  # a view loaded from the journal or a temp file is written at once
         while not self.stopped.is_set():
-            if not self._moved.wait(SWEEP):
-                continue
+            timeout = SWEEP
+            if self.checkpoints.unsynced:
+                timeout = min(SWEEP, max(0.0, self._last_sync + self.fsync_interval - time.monotonic()))
+            self._moved.wait(timeout)
             if self.stopped.is_set():
                 return
-            self._moved.clear()  # acks from now on are for the next write
-            started = time.monotonic()
-            if not self.flush():
-                self._moved.set()  # still dirty: try again after the pause
+            self._moved.clear()  # changes from now on are for the next write
+            if not self.publish() or not self._sync_if_due():
+                self._moved.set()  # still to do: try again after the pause
                 self.stopped.wait(RETRY)
-                continue
-            pause = self.floor - (time.monotonic() - started)
-            if pause > 0:
-                self.stopped.wait(pause)
+            else:
+                self.stopped.wait(PAUSE)
+
+    def publish(self, through: int | None = None) -> bool:
+        """The kernel holds view version `through` (default: the current one) once this returns
+        True; False when the write failed (this thread retries it, and says so once)."""
+        if self.fsync_interval == 0:
+            return self.flush()
+        try:
+            wrote = self.checkpoints.publish(through)
+        except OSError as e:
+            self._failed("cannot write checkpoint, will retry", e)
+            return False
+        if wrote and self.stats is not None:
+            self.stats.add(checkpoint_writes=1)
+        self._recovered()
+        return True
+
+    def _sync_if_due(self) -> bool:
+        if time.monotonic() < self._last_sync + self.fsync_interval:
+            return True
+        if not self.flush():
+            return False
+        self._last_sync = time.monotonic()
+        return True
 
     def flush(self) -> bool:
-        """Write the checkpoints if they changed; False when the write failed (it is retried)."""
+        """Write checkpoints.json durably if it is behind (the cadence, shutdown), the
+        dead-letter file fsync'd first; False if it failed (retried)."""
         try:
-            # The dead-letter file is synced after the view is taken and before it is written:
-            # every record whose line that checkpoint passes was written before the snapshot.
             if self.checkpoints.flush(before_write=self.deadletter.sync) and self.stats is not None:
-                self.stats.add(checkpoint_writes=1)
+                self.stats.add(checkpoint_writes=1, checkpoint_syncs=1)
         except OSError as e:
-            # The previous checkpoint file is intact (atomic replace); retried.
-            if not self._failing:
-                log.error("cannot write checkpoint, will retry", extra={"error": str(e),
-                          "path": str(self.checkpoints.path)})
-            self._failing = True
+            self._failed("cannot write checkpoint, will retry", e)
             return False
+        self._recovered()
+        return True
+
+    def _failed(self, what: str, e: OSError) -> None:
+        # The previous checkpoint file is intact (atomic replace); retried.
+        if not self._failing:
+            log.error(what, extra={"error": str(e), "path": str(self.checkpoints.path)})
+        self._failing = True
+
+    def _recovered(self) -> None:
         if self._failing:
             log.info("checkpoint writes recovered")
         self._failing = False
-        return True
+
+    def report_previous_run(self, window_events: int) -> None:
+        """Say at start what the last run may have left to be sent twice (Statsig does not
+        de-duplicate): what it had in flight when it stopped, at most `window_events`."""
+        loaded = self.checkpoints.loaded
+        if loaded is None:
+            return
+        written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(loaded.written)) if loaded.written else None
+        if loaded.after_reboot:
+            log.warning("the machine restarted since the last checkpoint write: resuming at the last fsync'd "
+                        "checkpoint; events delivered after it are sent again (the batches in flight then, at "
+                        "most the window, plus at most checkpoint_fsync_interval of traffic)",
+                        extra={"checkpoint": str(loaded.path), "written": written,
+                               "in_flight_events": loaded.in_flight_events,
+                               "delivered_after_it_bytes": loaded.unsynced_bytes,
+                               "window_events": window_events})
+        elif loaded.in_flight_events or loaded.in_flight_batches:
+            log.warning("the previous run stopped with events in flight: up to %d events it sent may be "
+                        "sent again (Statsig counts them twice)", loaded.in_flight_events,
+                        extra={"in_flight_events": loaded.in_flight_events,
+                               "in_flight_batches": loaded.in_flight_batches,
+                               "window_events": window_events, "checkpoint": str(loaded.path),
+                               "written": written})

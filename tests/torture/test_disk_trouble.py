@@ -97,7 +97,9 @@ def test_failing_checkpoint_writes_keep_the_previous_checkpoint(
         assert wait_until(lambda: checkpoint_offset(state) == log.stat().st_size)
         good = (state / CKPT).read_bytes()
 
-        # 3. Failing again, then kill -9: the restart resumes at the last good checkpoint.
+        # 3. Failing again, then kill -9. With the disk full the journal cannot be written either:
+        # the restart resumes at the last good checkpoint. With only the temp file blocked, the
+        # journal still reaches the kernel and the restart resumes there.
         fault(cli, state)
         append(log, b"".join(event_line(i) for i in range(2 * n, 3 * n)))
         assert fake.wait_for(3 * n)
@@ -120,7 +122,10 @@ def test_failing_checkpoint_writes_keep_the_previous_checkpoint(
     tally.duplicated = sum(counts.values()) - len(counts)
     tally.note = "failing writes, recovery, kill -9 while failing"
     assert set(counts) == set(range(3 * n))
-    assert tally.duplicated == n, "exactly what was delivered after the last good checkpoint is re-sent"
+    if fault is _efbig:
+        assert tally.duplicated == n, "exactly what was delivered after the last good checkpoint is re-sent"
+    else:
+        assert tally.duplicated <= 2 * 500, "at most the batches in flight (max_in_flight x batch_size)"
 
 
 N_AT_START = 50

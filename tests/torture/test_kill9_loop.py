@@ -1,4 +1,5 @@
-"""kill -9 at random moments while a writer appends: nothing lost, duplicates bounded per crash."""
+"""kill -9 at random moments while a writer appends: nothing lost, and every crash re-sends at
+most the in-flight window (max_in_flight x batch_size), at any write rate."""
 
 from __future__ import annotations
 
@@ -7,133 +8,140 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-from kit import SCALE, Tally, event_line, fast_args, seqs, wait_until
+import pytest
+from fake_statsig import FakeStatsig
+from kit import SCALE, Cli, Tally, event_line, fast_args, seqs, wait_until
 
-BATCH = 100
-IN_FLIGHT = 2
-# The checkpoint file's mtime is taken a moment after the view it holds was snapshotted, the
-# kernel's file clock is coarse, and an answer reaches the acker a moment after the fake
-# recorded it (on a loaded 2-core machine, sometimes over 0.1 s): count deliveries from a
-# little before it.
-MTIME_SLACK = 0.25
-# "One checkpoint write's worth": the writer thread below appends about 5,000 events/s; a
-# checkpoint write (two fsyncs of small files) takes milliseconds, and writes are at least
-# checkpoint_interval (0.1 s, the default) apart. 0.4 s of the writer's output leaves room for
-# a loaded machine (fsync stalls, late acks), and is far below what writes once a second re-sent
-# (up to 5,000 + in flight; 2,500 at the first crash when tried).
-WRITE_WORTH = 2000
+IN_FLIGHT = 2  # the default max_in_flight
+# A request the fake is answering when the process dies is recorded up to `jitter` later.
+SETTLE = 0.25
 
 
 class Writer(threading.Thread):
-    """Appends event lines with increasing sequence numbers, remembering each line's offset."""
+    """Appends event lines with increasing sequence numbers, about `per_tick / tick` a second."""
 
     def __init__(self, path: Path, per_tick: int = 25, tick: float = 0.005) -> None:
         super().__init__(name="writer", daemon=True)
         self.path = path
         self.per_tick = per_tick
         self.tick = tick
-        self.offsets: list[int] = []  # offsets[seq] = where line `seq` starts
-        self.size = 0
+        self.written = 0
         self.stopped = threading.Event()
 
     def run(self) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             while not self.stopped.wait(self.tick):
-                lines = []
-                for _ in range(self.per_tick):
-                    line = event_line(len(self.offsets))
-                    self.offsets.append(self.size)
-                    self.size += len(line)
-                    lines.append(line)
-                os.write(fd, b"".join(lines))
+                self._append(fd, self.per_tick)
+        finally:
+            os.close(fd)
+
+    def _append(self, fd: int, n: int) -> None:
+        os.write(fd, b"".join(event_line(seq) for seq in range(self.written, self.written + n)))
+        self.written += n
+
+
+class FullSpeedWriter(Writer):
+    """Keeps the file `ahead` events past what the fake received, appended `chunk` lines per
+    write: the forwarder never waits for input, whatever its speed."""
+
+    def __init__(self, path: Path, fake: FakeStatsig, ahead: int = 40_000, chunk: int = 10_000) -> None:
+        super().__init__(path)
+        self.fake, self.ahead, self.chunk = fake, ahead, chunk
+
+    def run(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            while not self.stopped.is_set():
+                if self.written - self.fake.event_count < self.ahead:
+                    self._append(fd, self.chunk)
+                else:
+                    self.stopped.wait(0.01)
         finally:
             os.close(fd)
 
 
-@dataclass
-class Crash:
-    killed_at: float  # wall clock
-    accepted_before: int  # len(fake.events) once the killed process was gone
-    checkpoint: int  # offset in the checkpoint file it left behind
-    checkpoint_written: float  # that file's mtime (0: none yet)
-
-
-def test_kill9_loop_loses_nothing_and_bounds_duplicates(fake, spawn, tmp_path: Path, tally: Tally) -> None:
+@pytest.mark.parametrize(("rate", "batch"), [("full", 500), ("5k", 500), ("full", 2000), ("5k", 2000)],
+                         ids=["full_speed-batch500", "5k_per_s-batch500", "full_speed-batch2000",
+                              "5k_per_s-batch2000"])
+def test_kill9_loop_loses_nothing_and_resends_at_most_the_window(
+    fake, spawn, tmp_path: Path, tally: Tally, rate: str, batch: int
+) -> None:
     kills = 20 * SCALE
     seed = int(os.environ.get("TORTURE_SEED", str(random.randrange(2**32))))
     rng = random.Random(seed)
-    tally.note = f"{kills} kills, seed {seed}"
-    fake.jitter = 0.04  # answers take 0-40 ms, so requests finish out of order
+    window = IN_FLIGHT * batch
+    tally.note = f"{kills} kills, {rate}, batch_size {batch}, seed {seed}"
+    fake.jitter = 0.02  # answers take 0-20 ms, so requests finish out of order
     log = tmp_path / "events.ndjson"
     state = tmp_path / "state"
-    args = [str(log), *fast_args(fake, state), "--batch-size", str(BATCH), "--max-in-flight", str(IN_FLIGHT),
-            "--checkpoint-interval", "0.1", "--flush-interval", "0.05"]  # the default floor
-    writer = Writer(log)
+    args = [str(log), *fast_args(fake, state), "--batch-size", str(batch), "--max-in-flight", str(IN_FLIGHT)]
+    writer = FullSpeedWriter(log, fake) if rate == "full" else Writer(log)
     writer.start()
-    crashes: list[Crash] = []
+    runs: list[Cli] = []
+    ends: list[int] = []  # len(fake.events) once each killed process was gone
+    when: list[str] = []
     try:
         for _ in range(kills):
             before = fake.event_count
             cli = spawn("run", *args)
-            if rng.random() < 0.25:  # during start-up (which takes 0.3-2 s, with the load)
+            runs.append(cli)
+            when.append("start-up" if rng.random() < 0.25 else "mid-stream")
+            if when[-1] == "start-up":  # (which takes 0.3-2 s, with the load)
                 time.sleep(rng.uniform(0.05, 1.0))
             else:  # mid-stream: a random moment after its first delivery
-                wait_until(lambda: fake.event_count > before, timeout=20, interval=0.01)  # noqa: B023
-                time.sleep(rng.uniform(0.0, 1.0))
-            killed_at = time.time()
+                wait_until(lambda: fake.event_count > before, timeout=30, interval=0.01)  # noqa: B023
+                time.sleep(rng.uniform(0.0, 0.6))
             cli.kill9()
-            time.sleep(0.05)  # a request the fake was already answering gets recorded
-            checkpoint, written = 0, 0.0
-            path = state / "checkpoints.json"
-            if path.exists():
-                written = path.stat().st_mtime
-                files = orjson.loads(path.read_bytes())["files"]
-                checkpoint = max((f["offset"] for f in files.values()), default=0)
-            crashes.append(Crash(killed_at, len(fake.events), checkpoint, written))
+            time.sleep(SETTLE)
+            ends.append(len(fake.events))
     finally:
         writer.stopped.set()
         writer.join()
-    total = len(writer.offsets)
+    total = writer.written
     cli = spawn("run", *args)
-    assert wait_until(lambda: fake.event_count >= total and set(seqs(fake)) >= set(range(total)), timeout=120), (
+    runs.append(cli)
+    assert wait_until(lambda: fake.event_count >= total and set(seqs(fake)) >= set(range(total)), timeout=180), (
         f"missing: {sorted(set(range(total)) - set(seqs(fake)))[:20]} (seed {seed})")
     assert cli.stop() == 0
 
     counts = collections.Counter(seqs(fake))
-    duplicates = sum(counts.values()) - len(counts)
-    tally.written, tally.delivered, tally.duplicated = total, len(counts), duplicates
+    tally.written, tally.delivered = total, len(counts)
+    tally.duplicated = sum(counts.values()) - len(counts)
+    tally.lost = total - len(counts)
     assert set(counts) == set(range(total))
 
-    # Each crash re-sends what the fake accepted past the checkpoint it left behind. The
-    # promise (README "Guarantees"): at most the batches in flight plus what was acknowledged
-    # during one checkpoint write; a checkpoint is written as soon as the position moves.
-    requests = fake.accepted_requests()
-    allowed_total = 0
+    # What each restart re-sent: events the next run delivered that had been delivered before the crash.
+    events = seqs_of(fake.events)  # in arrival order
+    bounds = [0, *ends, len(fake.events)]
+    seen: set[int] = set(events[: bounds[1]])
     per_crash = []
-    for i, crash in enumerate(crashes):
-        resent = {s for s in seqs_of(fake.events[: crash.accepted_before])
-                  if writer.offsets[s] >= crash.checkpoint}
-        since_write = sum(len(r.events) for r in requests
-                          if crash.checkpoint_written - MTIME_SLACK <= r.received <= crash.killed_at + 0.05)
-        in_flight = IN_FLIGHT * BATCH
-        print(f"crash {i:2}: re-sent {len(resent):5}  (bound {in_flight} in flight + {since_write} acknowledged "
-              f"since the checkpoint write began; {in_flight} + {WRITE_WORTH} at most)")
-        assert len(resent) <= in_flight + since_write, (
-            f"crash {i}: {len(resent)} events re-sent, more than {in_flight} in flight + {since_write} "
-            f"acknowledged since the last checkpoint write began; seed {seed}")
-        assert len(resent) <= in_flight + WRITE_WORTH, (
-            f"crash {i}: {len(resent)} events re-sent, more than {in_flight} in flight + {WRITE_WORTH} "
-            f"(one checkpoint write's worth): the checkpoint lagged the acknowledgements; seed {seed}")
-        allowed_total += len(resent)
-        per_crash.append(len(resent))
+    for i in range(kills):
+        after = events[bounds[i + 1] : bounds[i + 2]]
+        resent = sum(1 for s in after if s in seen)
+        logged = _logged_in_flight(runs[i + 1])
+        print(f"crash {i:2} ({when[i]:>10}, that run delivered {bounds[i + 1] - bounds[i]:6}): re-sent {resent:5}"
+              f"  (the next run logged {logged} in flight; bound {IN_FLIGHT} x {batch} = {window})")
+        per_crash.append(resent)
+        seen.update(after)
+        assert logged is None or logged <= window, (i, logged, seed)
+        assert resent <= (logged or 0), (
+            f"crash {i}: {resent} re-sent, but the restart said up to {logged} events may come again; seed {seed}")
     tally.crashes = per_crash
-    tally.note += f"; worst crash re-sent {max(per_crash)} (bound {IN_FLIGHT * BATCH} + {WRITE_WORTH})"
-    assert duplicates <= allowed_total, (duplicates, allowed_total, seed)
+    tally.note += f"; worst crash re-sent {max(per_crash)} (bound {window})"
+    bad = [(i, n) for i, n in enumerate(per_crash) if n > window]
+    assert not bad, f"crashes re-sent more than {IN_FLIGHT} x {batch} = {window} events: {bad}; seed {seed}"
+    assert tally.duplicated == sum(per_crash), "no duplicate but those re-sent after a crash"
+
+
+def _logged_in_flight(cli: Cli) -> int | None:
+    """What a run said at start about the events its predecessor had in flight (None: nothing)."""
+    for rec in cli.logs():
+        if "in_flight_events" in rec:
+            return int(rec["in_flight_events"])
+    return None
 
 
 def seqs_of(events: list[dict[str, object]]) -> list[int]:
