@@ -369,6 +369,7 @@ class Forwarder:
         for server in p.servers:
             server.stop()
         reader.stop.set()
+        self.wake.set()  # the reader may be waiting for a write or its next scan
         self.phase = "stopping"
         self.notifier.stopping("delivering what was read, then stopping")
         # Deliver what was read, within shutdown_timeout of the signal if there was one.
@@ -409,6 +410,7 @@ class Forwarder:
             server.server.force_exit = True
         p.reader.abort.set()
         p.reader.stop.set()
+        self.wake.set()
         p.senders.abort.set()
 
     # -- shutdown ------------------------------------------------------------------------
