@@ -165,7 +165,7 @@ def pct(xs: list[float], p: float) -> float:
 
 def start_forwarder(cmd: list[str], repo: Path | None, args: list[str], work: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORWARDER_")}
-    env.update(STATSIG_SERVER_SECRET_KEY=KEY, FORWARDER_LOG_FORMAT="json")
+    env.update(STATSIG_SERVER_SECRET_KEY=KEY, FORWARDER_LOG_FORMAT="json", FORWARDER_STATE_DIR=str(work / "state"))
     if repo is not None:
         env["PYTHONPATH"] = str(repo)
     stderr = open(work / "forwarder.log", "wb")  # noqa: SIM115 (kept by the child)
@@ -198,12 +198,12 @@ def measure(label: str, cmd: list[str], repo: Path | None, case: str, a: argpars
     rate = float(arg or 0)
     fake.reset()
     work = Path(tempfile.mkdtemp(prefix="fwd-steady-"))
-    log = work / "events.ndjson"
+    (work / "data").mkdir()
+    log = work / "data" / "events.ndjson"  # the forwarder's own log is not in the watched directory
     log.write_bytes(b"")
     common = ["--state-dir", str(work / "state"), "--statsig-api", fake.url, *a.extra]
     if kind == "receive":
-        proc = start_forwarder(cmd, repo, ["receive", "--listen", "127.0.0.1:0", str(log),
-                                           "--state-dir", str(work / "state")], work)
+        proc = start_forwarder(cmd, repo, ["receive", "--listen", "127.0.0.1:0", str(log)], work)
     elif kind == "relay":
         proc = start_forwarder(cmd, repo, ["run", str(log), "--listen", "127.0.0.1:0", *common], work)
     else:

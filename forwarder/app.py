@@ -174,6 +174,8 @@ class Forwarder:
         self._lag: Callable[[], Lag] = Lag
         self.notifier = Notifier()
         self._stop_requested = threading.Event()
+        self._attention = threading.Event()  # wakes the main loop: a signal, a crash, the reader's end
+        self._reading_done = False
         self._pipeline: Pipeline | None = None
         self._check: threading.Thread | None = None
         self.failed = False  # a worker thread crashed
@@ -257,7 +259,7 @@ class Forwarder:
             source=source,
             tailer=tailer,
             reader=reader,
-            reader_thread=threading.Thread(target=reader.run, name="reader", daemon=True),
+            reader_thread=threading.Thread(target=self._read, args=(reader,), name="reader", daemon=True),
             senders=senders,
             backoff=backoff,
             sink=sink,
@@ -355,13 +357,25 @@ class Forwarder:
             p.watchdog.start()
 
     # -- main loop -----------------------------------------------------------------------
+    def _read(self, reader: Reader) -> None:
+        """The reader thread: read to the end of the source, then tell the main loop (a crash
+        tells it through `_thread_crashed`)."""
+        reader.run()
+        self._reading_done = True
+        self._attention.set()
+
     def main_loop(self, p: Pipeline) -> bool:
         """Tick until stopped (signal, crash, end of the source), then stop in order.
         True if everything read was delivered."""
         reader = p.reader
-        while p.reader_thread.is_alive() and not reader.stop.is_set() and not self._stop_requested.is_set():
-            p.reader_thread.join(0.2)
+        # Ticks: the command's hook about 5 times a second, else only the paths check, as often
+        # as the tailer looks for new files; nothing else here runs on a timer.
+        tick = 0.2 if self.hooks.tick is not None else max(1.0, self.settings.glob_interval)
+        while (not self._reading_done and p.reader_thread.is_alive() and not reader.stop.is_set()
+               and not self._stop_requested.is_set()):
             self._tick(p)
+            self._attention.wait(tick)
+            self._attention.clear()
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self._reload(p)
@@ -517,6 +531,7 @@ class Forwarder:
                          extra={"signal": signal.Signals(signum).name,
                                 "timeout_s": self.settings.shutdown_timeout})
                 self._stop_requested.set()  # the main loop stops the receiver, then the reader
+                self._attention.set()
             else:
                 log.warning("second signal: stopping now; undelivered events stay in the file")
                 if self._pipeline is not None:
@@ -525,6 +540,7 @@ class Forwarder:
 
         def hangup(signum: int, frame: FrameType | None) -> None:
             self._reload_requested.set()
+            self._attention.set()
 
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup)
@@ -544,6 +560,7 @@ class Forwarder:
         if self._deadline is None:
             self._deadline = time.monotonic() + self.settings.shutdown_timeout
         self._stop_requested.set()
+        self._attention.set()
         self.wake.set()
 
 
