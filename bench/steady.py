@@ -18,16 +18,22 @@ Old and new side by side, alternating, same script: `--repo old=/work/wt/old20 -
 (each repo's .venv/bin/python, else this interpreter, with PYTHONPATH=repo), or
 `--forwarder-cmd LABEL='python -m forwarder'`.
 
+`--profile` also samples the forwarder with py-spy over the window (non-blocking) and splits
+each thread's CPU time by pipeline step as bench/profile.py does; its CPU figures are then
+not comparable (py-spy runs beside it), the split is the point.
+
     python bench/steady.py [--cases write@2000,flush@2000,idle] [--seconds 20] [--rounds 3]
-                           [--repo LABEL=PATH ...] [--threads] [-- extra run flags]
+                           [--repo LABEL=PATH ...] [--threads] [--profile] [-- extra run flags]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import gzip
 import http.client
+import importlib.util
 import os
 import shlex
 import signal
@@ -157,6 +163,28 @@ class Result:
     p99_ms: float
     max_ms: float
     threads: list[tuple[str, float, float]] = field(default_factory=list)  # name, CPU %, wake-ups/s
+    steps: collections.Counter[str] = field(default_factory=collections.Counter)  # --profile: CPU s by step
+
+
+class Sampler:
+    """py-spy over the measurement window (--profile)."""
+
+    def __init__(self, pid: int, seconds: float, out: Path) -> None:
+        self.out = out
+        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+                                      "--threads", "--native", "--nonblocking", "-r", "100", "-f", "raw",
+                                      "-d", str(int(seconds)), "-o", str(out)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def steps(self, repo: Path | None, thread_cpu: dict[int, float]) -> collections.Counter[str]:
+        self.proc.wait(120)
+        spec = importlib.util.spec_from_file_location("bench_profile", ROOT / "bench" / "profile.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        reader = (repo or ROOT) / "forwarder" / "decode" / "reader.py"
+        steps: collections.Counter[str] = module.shares(self.out, reader, thread_cpu)
+        return steps
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -219,6 +247,7 @@ def measure(label: str, cmd: list[str], repo: Path | None, case: str, a: argpars
             sent = 1
             time.sleep(a.warmup)
             cpu0, th0 = proc_sample(proc.pid)
+            sampler = Sampler(proc.pid, a.seconds, work / "profile.txt") if a.profile else None
             time.sleep(a.seconds)
             cpu1, th1 = proc_sample(proc.pid)
         elif kind in ("write", "flush"):
@@ -227,6 +256,7 @@ def measure(label: str, cmd: list[str], repo: Path | None, case: str, a: argpars
                                   str(a.flush_ms)], stdout=subprocess.PIPE)
             time.sleep(a.warmup)
             cpu0, th0 = proc_sample(proc.pid)
+            sampler = Sampler(proc.pid, a.seconds, work / "profile.txt") if a.profile else None
             time.sleep(a.seconds)
             cpu1, th1 = proc_sample(proc.pid)
             out, _ = w.communicate(timeout=60)
@@ -258,6 +288,7 @@ def measure(label: str, cmd: list[str], repo: Path | None, case: str, a: argpars
             poster.start()
             time.sleep(a.warmup)
             cpu0, th0 = proc_sample(proc.pid)
+            sampler = Sampler(proc.pid, a.seconds, work / "profile.txt") if a.profile else None
             time.sleep(a.seconds)
             cpu1, th1 = proc_sample(proc.pid)
             stop.set()
@@ -270,6 +301,9 @@ def measure(label: str, cmd: list[str], repo: Path | None, case: str, a: argpars
             time.sleep(0.5)  # a duplicate would come with the next request
             latencies = sorted(fake.latencies)
         names = thread_names(proc.pid) if a.threads else {}
+        steps: collections.Counter[str] = collections.Counter()
+        if sampler is not None:
+            steps = sampler.steps(repo, {t: th1[t][0] - th0.get(t, (0.0, 0, 0))[0] for t in th1})
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -286,7 +320,7 @@ def measure(label: str, cmd: list[str], repo: Path | None, case: str, a: argpars
     per_thread.sort(key=lambda x: -x[2])
     return Result(label, case, (cpu1 - cpu0) / a.seconds * 100, wake / a.seconds, sent, arrived, dups,
                   pct(latencies, 50), pct(latencies, 99), latencies[-1] * 1000 if latencies else float("nan"),
-                  per_thread)
+                  per_thread, steps)
 
 
 def forwarders(a: argparse.Namespace) -> list[tuple[str, list[str], Path | None]]:
@@ -319,6 +353,7 @@ def main() -> None:
     p.add_argument("--repo", action="append", default=[], help="LABEL=PATH of a checkout (repeatable)")
     p.add_argument("--forwarder-cmd", action="append", default=[], help="LABEL=COMMAND (repeatable)")
     p.add_argument("--threads", action="store_true", help="per-thread CPU and wake-ups (names via py-spy)")
+    p.add_argument("--profile", action="store_true", help="split the CPU by pipeline step (py-spy)")
     p.add_argument("extra", nargs="*", help="extra flags for `statsig-forwarder run`")
     a = p.parse_args()
     fake = Arrivals(expected_key=KEY).start()
@@ -336,6 +371,9 @@ def main() -> None:
                         for name, cpu, wakes in res.threads:
                             if cpu >= 0.05 or wakes >= 0.5:
                                 print(f"        {name:<28} CPU {cpu:6.2f}%  wake-ups/s {wakes:7.1f}")
+                    total = sum(res.steps.values())
+                    for step, secs in res.steps.most_common():
+                        print(f"        step {step:<34} {secs / total:6.1%}  {secs / a.seconds * 100:5.2f}% of a core")
     finally:
         fake.stop()
     print(f"\nhardware: {hardware()}; {a.seconds:.0f} s windows, {a.rounds} round(s), machine load "

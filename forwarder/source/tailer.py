@@ -173,8 +173,8 @@ class FileTailer:
 
     def next_poll(self) -> float:
         """Seconds until a poll is needed without a wake-up (0: at once; inf: only on a wake-up)."""
-        if self.rescan:
-            return 0.0
+        if self.rescan or self.dir_change.is_set() or self._dirty:
+            return 0.0  # events not read yet
         timed = not self._native or bool(self._unidentified)
         for w in self._by_key.values():
             if w.parked:
