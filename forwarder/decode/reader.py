@@ -111,11 +111,11 @@ class Reader:
                 self._ship(self.batcher.take())
                 due = None
             since = polled
-            if items:
-                continue  # more may be there already (byte budget)
-            if source.exhausted:
-                return
             timeout = self.poll_interval if paced is None else paced.next_poll()
+            if items and (paced is None or timeout <= 0):
+                continue  # more may be there already (byte budget)
+            if not items and source.exhausted:
+                return
             if due is not None:
                 timeout = min(timeout, max(due, 0.0))
             if timeout <= 0:

@@ -173,13 +173,15 @@ class FileTailer:
 
     def next_poll(self) -> float:
         """Seconds until a poll is needed without a wake-up (0: at once; inf: only on a wake-up)."""
-        if self.rescan or self.dir_change.is_set() or self._dirty:
-            return 0.0  # events not read yet
+        if self.rescan or self.dir_change.is_set() or self._dirty or self.settings.once:
+            return 0.0  # events not read yet; `once` reads until a poll finds nothing
         timed = not self._native or bool(self._unidentified)
         for w in self._by_key.values():
             if w.parked:
                 timed = timed or w.changed  # reopened when there is room (max_open_files)
                 continue
+            if w.gz is not None:
+                return 0.0  # a compressed file being read whole
             if w.compressed or not w.evented or w.draining or w.lines.pending:
                 timed = True  # read whole once complete, read on a timer, released after rotate_wait,
                 continue  # or a partial line's timeout
