@@ -172,7 +172,7 @@ class Sampler:
     def __init__(self, pid: int, seconds: float, out: Path) -> None:
         self.out = out
         self.proc = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
-                                      "--threads", "--native", "--nonblocking", "-r", "100", "-f", "raw",
+                                      "--threads", "--nonblocking", "-r", "100", "-f", "raw",
                                       "-d", str(int(seconds)), "-o", str(out)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["READ_SIZE", "FileTailer"]
 
-SETTLE = 0.05  # seconds: polling cadence of busy files, and the wait after a first write
+SETTLE = 0.1  # seconds: polling cadence of busy files, and the wait after a first write
 PAUSE_MAX_FILES = 16  # with more files open, polling them all costs more than the events saved
 
 
