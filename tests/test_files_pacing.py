@@ -126,3 +126,22 @@ def test_a_batch_opens_when_its_data_could_first_have_been_written() -> None:
     batcher.extend([{"eventName": "e"}], 10)
     due = batcher.seconds_until_due()
     assert due is not None and due > 0.95
+
+
+def test_a_read_cut_by_the_byte_budget_continues_at_once_even_mid_line(tmp_path: Path) -> None:
+    tailer, watching, wake, log = _follow(tmp_path)
+    try:
+        assert _seqs(tailer) == 1
+        with open(log, "ab") as f:  # more than one read's worth, so the budget cuts a line in two
+            f.write(b"".join(event_line(i) for i in range(1, 8000)))
+        assert wake.wait(5)
+        first = _seqs(tailer)
+        assert 0 < first < 7999
+        assert tailer.next_poll() == 0  # not a settle time later: that would fall behind a fast writer
+        total = first
+        while total < 7999:
+            total += _seqs(tailer)
+        assert total == 7999
+    finally:
+        watching.stop()
+        tailer.close()

@@ -182,11 +182,11 @@ class FileTailer:
                 continue
             if w.gz is not None:
                 return 0.0  # a compressed file being read whole
+            if not w.compressed and (w.changed or not w.at_eof):
+                return 0.0  # left for the next poll by the byte budget, or write events re-armed
             if w.compressed or not w.evented or w.draining or w.lines.pending:
                 timed = True  # read whole once complete, read on a timer, released after rotate_wait,
-                continue  # or a partial line's timeout
-            if w.changed or not w.at_eof:
-                return 0.0  # left for the next poll by the byte budget, or write events re-armed
+                # or a partial line's timeout
         wait = self._next_scan - time.monotonic()
         if self._polling:
             wait = min(wait, self.settle)
