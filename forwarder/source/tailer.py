@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 __all__ = ["READ_SIZE", "FileTailer"]
 
 SETTLE = 0.1  # seconds: polling cadence of busy files, and the wait after a first write
+SETTLE_BYTES = 64 * 1024  # busy files are polled sooner when a settle time brings more than this
 PAUSE_MAX_FILES = 16  # with more files open, polling them all costs more than the events saved
 
 
@@ -114,6 +115,8 @@ class FileTailer:
         self._polling = False  # write events paused: every file is read each settle time
         self._notes = 0  # notifications since the last poll
         self._last_data = 0.0  # when a poll last found something
+        self._cadence = SETTLE  # seconds between polls of busy files
+        self._polled = 0.0  # when the previous poll began
         self._next_scan = 0.0
         self._started = False
         self._cursor = 0
@@ -189,7 +192,7 @@ class FileTailer:
                 # or a partial line's timeout
         wait = self._next_scan - time.monotonic()
         if self._polling:
-            wait = min(wait, self.settle)
+            wait = min(wait, self._cadence)
         elif timed:
             wait = min(wait, self.settings.poll_interval)
         return max(wait, 0.0)
@@ -257,7 +260,7 @@ class FileTailer:
                          extra={"path": w.path, "offset": w.lines.offset, "size": w.lines.pending})
                 w.lines.finish(out)
         self._release_drained(now)
-        self._pace(bool(out), notes, now)
+        self._pace(bool(out), notes, now, budget - remaining)
         if s.once and not out and all(w.at_eof for w in self._by_key.values()):
             for w in self._by_key.values():
                 w.lines.finish(out)  # no more writes expected: release partial last lines
@@ -269,12 +272,19 @@ class FileTailer:
         return (sweep or not self._native or not w.evented or not w.at_eof or w.draining or w.changed
                 or self._polling)
 
-    def _pace(self, got: bool, notes: int, now: float) -> None:
-        """Pause write events while writes keep coming; resume them once a settle time brought nothing."""
+    def _pace(self, got: bool, notes: int, now: float, nbytes: int) -> None:
+        """Pause write events while writes keep coming; resume them once a settle time brought nothing.
+
+        While busy, a poll comes every settle time, or sooner when one brings more than
+        SETTLE_BYTES: fast writers are read about a batch at a time, not in bursts of several
+        batches that would queue behind the in-flight window."""
         writes = self._writes
         if writes is None:
             return
+        elapsed, self._polled = now - self._polled, now
         if got:
+            if nbytes:  # the time SETTLE_BYTES take to come, at the rate since the previous poll
+                self._cadence = max(0.005, min(self.settle, SETTLE_BYTES * elapsed / nbytes))
             self._last_data = now
         if self._polling:
             if got or now - self._last_data < self.settle * 0.9:
