@@ -17,9 +17,10 @@ it, or on the glob_interval sweep; files the observer cannot see (symlink target
 other directories, --poll, fallback) are checked every poll_interval.
 
 Busy files are polled, not woken per write: when a read finds that several writes came
-within the settle time (SETTLE, at most a quarter of flush_interval), the tailer pauses
-the write events (wake.py) and reads every file each settle time instead; the first poll
-that finds nothing new turns write events back on and reads once more (what came between).
+within the settle time (SETTLE, at most a quarter of flush_interval; the reader waits that
+long after a wake-up), the tailer pauses the write events (wake.py) and reads every file
+each settle time instead (sooner at high rates: about every SETTLE_BYTES); a settle time
+that brings nothing turns write events back on and reads once more (what came between).
 `next_poll` tells the reader when the tailer needs a poll without a wake-up, so nothing
 runs on a timer while every file is quiet and evented.
 
