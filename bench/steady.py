@@ -36,6 +36,7 @@ import http.client
 import importlib.util
 import os
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -310,6 +311,9 @@ def measure(label: str, cmd: list[str], repo: Path | None, case: str, a: argpars
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(10)
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
     arrived = len(fake.seen) if kind != "receive" else sent
     dups = sum(c - 1 for c in fake.seen.values())
     wake = sum(th1[t][1] - th0.get(t, (0, 0, 0))[1] for t in th1)
@@ -354,6 +358,7 @@ def main() -> None:
     p.add_argument("--forwarder-cmd", action="append", default=[], help="LABEL=COMMAND (repeatable)")
     p.add_argument("--threads", action="store_true", help="per-thread CPU and wake-ups (names via py-spy)")
     p.add_argument("--profile", action="store_true", help="split the CPU by pipeline step (py-spy)")
+    p.add_argument("--keep", action="store_true", help="keep each case's directory (forwarder.log, profile.txt)")
     p.add_argument("extra", nargs="*", help="extra flags for `statsig-forwarder run`")
     a = p.parse_args()
     fake = Arrivals(expected_key=KEY).start()
