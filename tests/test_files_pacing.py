@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kit import event_line
+from fake_statsig import FakeStatsig
+from kit import Cli, append, event_line
+from test_receiver_quiet import _voluntary_switches
 
 from forwarder.delivery.batcher import Batcher
 from forwarder.model import Chunk
@@ -145,3 +147,21 @@ def test_a_read_cut_by_the_byte_budget_continues_at_once_even_mid_line(tmp_path:
     finally:
         watching.stop()
         tailer.close()
+
+
+def test_an_idle_run_does_not_poll_on_a_timer(spawn: Callable[..., Cli], fake: FakeStatsig, tmp_path: Path) -> None:
+    log = tmp_path / "events.ndjson"
+    log.write_bytes(event_line(0))
+    cli = spawn("run", str(log), "--statsig-api", fake.url, "--state-dir", str(tmp_path / "state"),
+                "--flush-interval", "0.2")
+    assert fake.wait_for(1, timeout=30)
+    time.sleep(2.0)  # start-up work (key check, first checkpoint) done
+    before = _voluntary_switches(cli.proc.pid)
+    time.sleep(3.0)
+    woke = _voluntary_switches(cli.proc.pid) - before
+    # Left: the checkpoint writer's 1 s sweep, the sweep for new files every glob_interval (5 s).
+    # Before issue 20 the reader (every poll_interval) and the main loop (every 0.2 s) made it ~30.
+    assert woke < 12, f"{woke} wake-ups in 3 idle seconds"
+    append(log, event_line(1))
+    assert fake.wait_for(2, timeout=10)  # a write still wakes it
+    assert cli.stop() == 0
