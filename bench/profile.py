@@ -46,7 +46,8 @@ _STEPS: list[tuple[str, str]] = [
     ("batch + hand-off", r"queue\.py|batcher\.py|Reader\._put|Reader\._ship|senders\.py|threading\.py"),
     ("validate + map", r"decode/event\.py|decode/codec\.py|pydantic"),
     ("decode (orjson.loads)", r"@LOADS@"),
-    ("read + split", r"source/|Reader\._chunk|Reader\._loop|watchdog"),
+    ("file events (watchdog)", r"watchdog|source/wake\.py|FileTailer\.notify"),
+    ("read + split", r"source/|Reader\._chunk|Reader\._loop"),
     ("GC", r"gc_collect|collect_with_callback|gcmodule"),
 ]
 

@@ -175,6 +175,8 @@ class Forwarder:
         self._lag: Callable[[], Lag] = Lag
         self.notifier = Notifier()
         self._stop_requested = threading.Event()
+        self._attention = threading.Event()  # wakes the main loop: a signal, a crash, the reader's end
+        self._reading_done = False
         self._pipeline: Pipeline | None = None
         self._check: threading.Thread | None = None
         self.failed = False  # a worker thread crashed
@@ -262,7 +264,7 @@ class Forwarder:
             source=source,
             tailer=tailer,
             reader=reader,
-            reader_thread=threading.Thread(target=reader.run, name="reader", daemon=True),
+            reader_thread=threading.Thread(target=self._read, args=(reader,), name="reader", daemon=True),
             senders=senders,
             backoff=backoff,
             sink=sink,
@@ -361,13 +363,25 @@ class Forwarder:
             p.watchdog.start()
 
     # -- main loop -----------------------------------------------------------------------
+    def _read(self, reader: Reader) -> None:
+        """The reader thread: read to the end of the source, then tell the main loop (a crash
+        tells it through `_thread_crashed`)."""
+        reader.run()
+        self._reading_done = True
+        self._attention.set()
+
     def main_loop(self, p: Pipeline) -> bool:
         """Tick until stopped (signal, crash, end of the source), then stop in order.
         True if everything read was delivered."""
         reader = p.reader
-        while p.reader_thread.is_alive() and not reader.stop.is_set() and not self._stop_requested.is_set():
-            p.reader_thread.join(0.2)
+        # Ticks: the command's hook about 5 times a second, else only the paths check, as often
+        # as the tailer looks for new files; nothing else here runs on a timer.
+        tick = 0.2 if self.hooks.tick is not None else max(1.0, self.settings.glob_interval)
+        while (not self._reading_done and p.reader_thread.is_alive() and not reader.stop.is_set()
+               and not self._stop_requested.is_set()):
             self._tick(p)
+            self._attention.wait(tick)
+            self._attention.clear()
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self._reload(p)
@@ -375,6 +389,7 @@ class Forwarder:
         for server in p.servers:
             server.stop()
         reader.stop.set()
+        self.wake.set()  # the reader may be waiting for a write or its next scan
         self.phase = "stopping"
         self.notifier.stopping("delivering what was read, then stopping")
         # Deliver what was read, within shutdown_timeout of the signal if there was one.
@@ -415,6 +430,7 @@ class Forwarder:
             server.server.force_exit = True
         p.reader.abort.set()
         p.reader.stop.set()
+        self.wake.set()
         p.senders.abort.set()
 
     # -- shutdown ------------------------------------------------------------------------
@@ -521,6 +537,7 @@ class Forwarder:
                          extra={"signal": signal.Signals(signum).name,
                                 "timeout_s": self.settings.shutdown_timeout})
                 self._stop_requested.set()  # the main loop stops the receiver, then the reader
+                self._attention.set()
             else:
                 log.warning("second signal: stopping now; undelivered events stay in the file")
                 if self._pipeline is not None:
@@ -529,6 +546,7 @@ class Forwarder:
 
         def hangup(signum: int, frame: FrameType | None) -> None:
             self._reload_requested.set()
+            self._attention.set()
 
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup)
@@ -548,6 +566,7 @@ class Forwarder:
         if self._deadline is None:
             self._deadline = time.monotonic() + self.settings.shutdown_timeout
         self._stop_requested.set()
+        self._attention.set()
         self.wake.set()
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -27,6 +29,20 @@ READ_BUDGET = 1024 * 1024  # bytes per poll in all; sources take files in turn (
 Selector = Callable[[dict[str, Any], StatsigEvent], bool]
 """(the line's JSON object, its Statsig event) -> send it? False: a valid event left out on
 purpose (replay's filters): counted as skipped, and passed by the checkpoint like any line."""
+
+
+@runtime_checkable
+class Paced(Protocol):
+    """A source that says when it needs polling (FileTailer); others are polled every poll_interval."""
+
+    @property
+    def settle(self) -> float:
+        """Seconds to let writes gather after a wake-up before reading."""
+        ...
+
+    def next_poll(self) -> float:
+        """Seconds until a poll is needed without a wake-up (math.inf: only on a wake-up)."""
+        ...
 
 
 class Reader:
@@ -75,9 +91,14 @@ class Reader:
         self._ship(self.batcher.take())
 
     def _loop(self) -> None:
+        source = self.source
+        paced = source if isinstance(source, Paced) else None
+        since = time.monotonic()  # what the next poll reads was written after this
         while not self.stop.is_set():
             self.wake.clear()
-            items = self.source.poll(READ_BUDGET)
+            polled = time.monotonic()
+            self.batcher.since = since
+            items = source.poll(READ_BUDGET)
             for item in items:
                 if isinstance(item, Chunk):
                     self._chunk(item)
@@ -88,11 +109,21 @@ class Reader:
             due = self.batcher.seconds_until_due()
             if due is not None and due <= 0:
                 self._ship(self.batcher.take())
-            if not items:
-                if self.source.exhausted:
-                    return
-                timeout = self.poll_interval if due is None else min(self.poll_interval, max(due, 0.0))
-                self.wake.wait(timeout)
+                due = None
+            since = polled
+            timeout = self.poll_interval if paced is None else paced.next_poll()
+            if items and (paced is None or timeout <= 0):
+                continue  # more may be there already (byte budget)
+            if not items and source.exhausted:
+                return
+            if due is not None:
+                timeout = min(timeout, max(due, 0.0))
+            if timeout <= 0:
+                continue
+            if self.wake.wait(None if timeout == math.inf else timeout):
+                since = time.monotonic()  # woken by a write: it came just before
+                if paced is not None:
+                    self.stop.wait(paced.settle)  # let what follows it gather: one read for them all
 
     def _chunk(self, chunk: Chunk) -> None:
         lines = chunk.data.split(b"\n")

@@ -17,6 +17,9 @@ class Batcher:
         self._seq = 0
         self.current = Batch(self._seq)
         self._empty = True
+        # When what is being added was written, at the earliest (the reader's previous look at
+        # the source): a batch opens then, so waiting to read never delays its flush. None: now.
+        self.since: float | None = None
 
     def add(self, event: StatsigEvent, nbytes: int) -> bool:
         """Add one event; True when the batch is now full."""
@@ -69,5 +72,5 @@ class Batcher:
         return batch
 
     def _open(self, batch: Batch) -> None:
-        batch.opened = time.monotonic()
+        batch.opened = time.monotonic() if self.since is None else self.since
         self._empty = False

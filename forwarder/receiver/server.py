@@ -8,16 +8,20 @@ clear error. uvicorn installs no signal handlers outside the main thread: the pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
+from email.utils import formatdate
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from ..errors import ServeError
 from ..settings import Settings, parse_listen
@@ -48,6 +52,7 @@ class _HeaderDeadline(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        _date_header(self.server_state)
         if self._deadline is None:  # the next request on a kept-alive connection
             self._arm()
 
@@ -70,6 +75,42 @@ class _HeaderDeadline(HttpToolsProtocol):
     def _expired(self) -> None:
         self._deadline = None
         self.transport.close()
+
+
+_date_second = [0]
+
+
+def _date_header(state: ServerState) -> None:
+    """Refresh the Date header uvicorn sends, at most once a second, when a request comes
+    (uvicorn's own tick, which `_QuietServer` does not run, did it 10 times a second)."""
+    now = int(time.time())
+    if now != _date_second[0]:
+        _date_second[0] = now
+        headers = [h for h in state.default_headers if h[0] != b"date"]
+        state.default_headers = [(b"date", formatdate(now, usegmt=True).encode()), *headers]
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn's server, minus its main loop's tick every 0.1 s: the loop sleeps until `exit`
+    (an idle receiver wakes only for requests; relay clients flush every few seconds)."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _exit: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._exit = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        await self.on_tick(0)  # the first Date header
+        if not self.should_exit:
+            await self._exit.wait()
+
+    def exit(self) -> None:
+        """Stop serving (from any thread): like setting should_exit, without the tick to notice it."""
+        self.should_exit = True
+        loop, event = self._loop, self._exit
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed already
+                loop.call_soon_threadsafe(event.set)
 
 
 class HttpServer:
@@ -98,7 +139,7 @@ class HttpServer:
                                 server_header=False,
                                 proxy_headers=False, timeout_keep_alive=max(1, int(idle_timeout)),
                                 timeout_graceful_shutdown=5)
-        self.server = uvicorn.Server(config)
+        self.server = _QuietServer(config)
         self.name = name
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._error: BaseException | None = None
@@ -131,7 +172,7 @@ class HttpServer:
         self._stopped = True
         if self._before_stop is not None:
             self._before_stop()
-        self.server.should_exit = True
+        self.server.exit()
         if self._thread.is_alive():
             self._thread.join(timeout)
         if self._thread.is_alive():
@@ -196,8 +237,7 @@ def receive(settings: Settings) -> None:
         server.start()
         log.info("receiver appending", extra={"path": str(appender.path), "durability": appender.durability,
                                               "token": settings.receiver.secret_token is not None})
-        while not stop.wait(0.5):
-            pass
+        stop.wait()  # the signal handler sets it
         log.info("stopping receiver")
     finally:
         server.stop()

@@ -16,6 +16,14 @@ With native events (inotify) a file at its end is read again only when an event 
 it, or on the glob_interval sweep; files the observer cannot see (symlink targets in
 other directories, --poll, fallback) are checked every poll_interval.
 
+Busy files are polled, not woken per write: when a read finds that several writes came
+within the settle time (SETTLE, at most a quarter of flush_interval; the reader waits that
+long after a wake-up), the tailer pauses the write events (wake.py) and reads every file
+each settle time instead (sooner at high rates: about every SETTLE_BYTES); a settle time
+that brings nothing turns write events back on and reads once more (what came between).
+`next_poll` tells the reader when the tailer needs a poll without a wake-up, so nothing
+runs on a timer while every file is quiet and evented.
+
 A file starting with the gzip magic bytes (whatever its name: `events.ndjson.1.gz`) is a
 compressed rotated file: complete once it has not changed for rotate_wait (logrotate
 compresses into the final name), then read whole, once, through a GzipSource, keyed by the
@@ -35,7 +43,7 @@ import os
 import stat
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..model import Item
 from ..state.checkpoints import Checkpoints, FileState
@@ -50,6 +58,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["READ_SIZE", "FileTailer"]
+
+SETTLE = 0.1  # seconds: polling cadence of busy files, and the wait after a first write
+SETTLE_BYTES = 64 * 1024  # busy files are polled sooner when a settle time brings more than this
+PAUSE_MAX_FILES = 16  # with more files open, polling them all costs more than the events saved
+
+
+class WriteEvents(Protocol):
+    """Write notifications the tailer can switch off while it polls (wake.Watching)."""
+
+    def pause(self) -> bool: ...
+
+    def resume(self) -> bool: ...
 
 
 class Release(enum.Enum):
@@ -92,6 +112,12 @@ class FileTailer:
         self._dirty_lock = threading.Lock()
         self._native = False
         self._watched: dict[str, bool] = {}
+        self._writes: WriteEvents | None = None  # native write events, paused while busy
+        self._polling = False  # write events paused: every file is read each settle time
+        self._notes = 0  # notifications since the last poll
+        self._last_data = 0.0  # when a poll last found something
+        self._cadence = SETTLE  # seconds between polls of busy files
+        self._polled = 0.0  # when the previous poll began
         self._next_scan = 0.0
         self._started = False
         self._cursor = 0
@@ -126,10 +152,13 @@ class FileTailer:
         """Directories whose changes should wake the tailer -> watch recursively?"""
         return watched_dirs(self.patterns)
 
-    def set_watching(self, native: bool, dirs: dict[str, bool]) -> None:
-        """Tell the tailer which real directories deliver native events (again after a reload)."""
+    def set_watching(self, native: bool, dirs: dict[str, bool], writes: WriteEvents | None = None) -> None:
+        """Tell the tailer which real directories deliver native events (again after a reload),
+        and what pauses their write events while files are busy."""
         self._native = native
         self._watched = dict(dirs)
+        self._writes = writes
+        self._polling = False
         for w in self._by_inode.values():
             w.evented = self._is_evented(w.real)
             w.changed = True  # changes between two observers are reported by none
@@ -139,6 +168,35 @@ class FileTailer:
         """An observer saw `path` (a real path) change; called from the observer thread."""
         with self._dirty_lock:
             self._dirty.add(path)
+            self._notes += 1
+
+    @property
+    def settle(self) -> float:
+        """Seconds to let writes gather after a wake-up before reading (bounded by flush_interval)."""
+        return min(SETTLE, self.settings.flush_interval / 4)
+
+    def next_poll(self) -> float:
+        """Seconds until a poll is needed without a wake-up (0: at once; inf: only on a wake-up)."""
+        if self.rescan or self.dir_change.is_set() or self._dirty or self.settings.once:
+            return 0.0  # events not read yet; `once` reads until a poll finds nothing
+        timed = not self._native or bool(self._unidentified)
+        for w in self._by_key.values():
+            if w.parked:
+                timed = timed or w.changed  # reopened when there is room (max_open_files)
+                continue
+            if w.gz is not None:
+                return 0.0  # a compressed file being read whole
+            if not w.compressed and (w.changed or not w.at_eof):
+                return 0.0  # left for the next poll by the byte budget, or write events re-armed
+            if w.compressed or not w.evented or w.draining or w.lines.pending:
+                timed = True  # read whole once complete, read on a timer, released after rotate_wait,
+                # or a partial line's timeout
+        wait = self._next_scan - time.monotonic()
+        if self._polling:
+            wait = min(wait, self._cadence)
+        elif timed:
+            wait = min(wait, self.settings.poll_interval)
+        return max(wait, 0.0)
 
     # -- the poll loop -------------------------------------------------------------------
     def poll(self, budget: int) -> list[Item]:
@@ -157,6 +215,7 @@ class FileTailer:
             sweep = True
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
+            notes, self._notes = self._notes, 0
         if dirty:  # remembered per watcher: a file the budget does not reach now is read next time
             for w in self._by_inode.values():
                 if w.real in dirty:
@@ -202,6 +261,7 @@ class FileTailer:
                          extra={"path": w.path, "offset": w.lines.offset, "size": w.lines.pending})
                 w.lines.finish(out)
         self._release_drained(now)
+        self._pace(bool(out), notes, now, budget - remaining)
         if s.once and not out and all(w.at_eof for w in self._by_key.values()):
             for w in self._by_key.values():
                 w.lines.finish(out)  # no more writes expected: release partial last lines
@@ -210,7 +270,36 @@ class FileTailer:
 
     def _due(self, w: FileWatcher, sweep: bool) -> bool:
         """Does `w` need a read (or identity check) now?"""
-        return sweep or not self._native or not w.evented or not w.at_eof or w.draining or w.changed
+        return (sweep or not self._native or not w.evented or not w.at_eof or w.draining or w.changed
+                or self._polling)
+
+    def _pace(self, got: bool, notes: int, now: float, nbytes: int) -> None:
+        """Pause write events while writes keep coming; resume them once a settle time brought nothing.
+
+        While busy, a poll comes every settle time, or sooner when one brings more than
+        SETTLE_BYTES: fast writers are read about a batch at a time, not in bursts of several
+        batches that would queue behind the in-flight window."""
+        writes = self._writes
+        if writes is None:
+            return
+        elapsed, self._polled = now - self._polled, now
+        if got:
+            if nbytes:  # the time SETTLE_BYTES take to come, at the rate since the previous poll
+                self._cadence = max(0.005, min(self.settle, SETTLE_BYTES * elapsed / nbytes))
+            self._last_data = now
+        if self._polling:
+            if got or now - self._last_data < self.settle * 0.9:
+                return  # the poll right after a read (byte budget), not a settle time later
+            if not all(w.at_eof for w in self._by_key.values() if not w.compressed):
+                return
+            self._polling = False
+            if not writes.resume():
+                self._native = False  # every file is read each poll_interval from now on
+                self._writes = None
+            for w in self._by_inode.values():
+                w.changed = True  # written between the last read and the events coming back
+        elif got and notes > 1 and len(self._by_inode) <= PAUSE_MAX_FILES and writes.pause():
+            self._polling = True
 
     def close(self) -> None:
         for w in {id(w): w for w in [*self._by_inode.values(), *self._by_key.values(),

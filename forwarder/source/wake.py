@@ -2,7 +2,12 @@
 (inotify on Linux), or its polling observer with --poll or when the native one fails
 (inotify watches or instances used up).
 
-`follow` is the one wiring of an observer to a tailer, at start-up and on every reload.
+Natively there are two observers: one for the directories' entries (files created, moved,
+deleted: rotation and new files), always on, and one for writes to the files, which the
+tailer pauses while it polls a busy file anyway (`Watching.pause`): one inotify event per
+write costs four watchdog threads a wake-up each, far more than reading the lines.
+
+`follow` is the one wiring of observers to a tailer, at start-up and on every reload.
 """
 
 from __future__ import annotations
@@ -14,7 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -23,6 +39,12 @@ if TYPE_CHECKING:
     from .tailer import FileTailer
 
 log = logging.getLogger(__name__)
+
+# What each native observer asks inotify for (watchdog turns the filter into the watch mask,
+# so opens and reads, ours included, are not even reported).
+ENTRY_EVENTS: list[type[FileSystemEvent]] = [FileCreatedEvent, DirCreatedEvent, FileMovedEvent, DirMovedEvent,
+                                             FileDeletedEvent, DirDeletedEvent]
+WRITE_EVENTS: list[type[FileSystemEvent]] = [FileModifiedEvent, FileClosedEvent]
 
 
 class _Waker(FileSystemEventHandler):
@@ -47,16 +69,53 @@ class _Waker(FileSystemEventHandler):
 
 @dataclass
 class Watching:
-    """What the observer covers: `native` is True when file events are trustworthy."""
+    """What the observers cover: `native` is True when file events are trustworthy.
+
+    `writes` (native only) reports writes to files; `pause` and `resume` switch it off and on
+    (from the reader thread) while the tailer polls busy files on its own.
+    """
 
     observer: BaseObserver | None = None
     native: bool = False
     dirs: dict[str, bool] = field(default_factory=dict)  # real path -> recursive
+    writes: BaseObserver | None = None
+    handler: FileSystemEventHandler | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopped: bool = False
+
+    def pause(self) -> bool:
+        """Stop reporting writes; True if they are paused (False: nothing to pause)."""
+        with self._lock:
+            if self.writes is None or self._stopped:
+                return False
+            self.writes.unschedule_all()
+            return True
+
+    def resume(self) -> bool:
+        """Report writes again; False when that failed (inotify limits): the caller polls."""
+        with self._lock:
+            if self.writes is None or self._stopped or self.handler is None:
+                return False
+            try:
+                self._watch_writes()
+            except OSError as e:
+                log.warning("cannot watch for writes again; polling files instead", extra={"error": str(e)})
+                self.writes.unschedule_all()
+                return False
+            return True
+
+    def _watch_writes(self) -> None:
+        assert self.writes is not None and self.handler is not None
+        for d, recursive in self.dirs.items():
+            self.writes.schedule(self.handler, d, recursive=recursive, event_filter=WRITE_EVENTS)
 
     def stop(self) -> None:
-        if self.observer is not None:
-            self.observer.stop()
-            self.observer.join(2)
+        with self._lock:
+            self._stopped = True
+        for observer in (self.observer, self.writes):
+            if observer is not None:
+                observer.stop()
+                observer.join(2)
 
 
 def start_observer(
@@ -85,21 +144,33 @@ def start_observer(
     if not existing:
         return Watching()
     observer: BaseObserver | None = None
+    writes: BaseObserver | None = None
+    watching = Watching(None, not poll, existing, handler=handler)
     try:
-        observer = PollingObserver(timeout=poll_interval) if poll else observer_factory()
-        for d, recursive in existing.items():
-            observer.schedule(handler, d, recursive=recursive)
+        if poll:
+            observer = PollingObserver(timeout=poll_interval)
+            for d, recursive in existing.items():
+                observer.schedule(handler, d, recursive=recursive)
+        else:
+            observer = observer_factory()
+            for d, recursive in existing.items():
+                observer.schedule(handler, d, recursive=recursive, event_filter=ENTRY_EVENTS)
+            writes = watching.writes = observer_factory()
+            watching._watch_writes()
+            writes.start()
         observer.start()
     except OSError as e:  # e.g. inotify watch or instance limits reached (ENOSPC, EMFILE)
         if poll:
             raise
-        if observer is not None:
-            _stop_quietly(observer)
+        for started in (observer, writes):
+            if started is not None:
+                _stop_quietly(started)
         log.warning("native file watching failed, falling back to polling", extra={"error": str(e)})
         return start_observer(dirs, wake, dir_change, True, poll_interval, on_path)
     mode = "polling" if poll else "native"
     log.info("watching for changes", extra={"mode": mode, "dirs": sorted(existing)})
-    return Watching(observer, not poll, existing)
+    watching.observer = observer
+    return watching
 
 
 def _stop_quietly(observer: BaseObserver) -> None:
@@ -123,5 +194,5 @@ def follow(tailer: FileTailer, wake: threading.Event, poll: bool, poll_interval:
     if previous is not None:
         previous.stop()
     watching = start_observer(tailer.watched_dirs(), wake, tailer.dir_change, poll, poll_interval, tailer.notify)
-    tailer.set_watching(watching.native, watching.dirs)
+    tailer.set_watching(watching.native, watching.dirs, watching if watching.native else None)
     return watching
