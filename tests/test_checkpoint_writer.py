@@ -59,12 +59,6 @@ def in_kernel(cps: Checkpoints) -> int | None:
     return offset(orjson.loads(lines[-1])) if lines else fsynced(cps)
 
 
-@pytest.fixture
-def no_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Only notifications wake the writer (its periodic sweep is for changes other than acks)."""
-    monkeypatch.setattr(writer_module, "SWEEP", 60.0)
-
-
 def batch(seq: int, offset: int, events: int = 0) -> Batch:
     return Batch(seq=seq, events=[{"eventName": "e"}] * events, positions={"k": offset})
 
@@ -74,7 +68,7 @@ def last_doc(cps: Checkpoints) -> dict[str, Any]:
     return orjson.loads(lines[-1] if lines else cps.path.read_bytes())  # type: ignore[no-any-return]
 
 
-def test_acks_during_a_durable_write_go_into_the_next_one(tmp_path: Path, no_sweep: None) -> None:
+def test_acks_during_a_durable_write_go_into_the_next_one(tmp_path: Path) -> None:
     """checkpoint_fsync_interval = 0: every write fsync'd, the dead-letter file first."""
     cps = Checkpoints(tmp_path)
     dead = HeldDeadLetter(tmp_path / "dead.ndjson", cps)
@@ -101,7 +95,7 @@ def test_acks_during_a_durable_write_go_into_the_next_one(tmp_path: Path, no_swe
     assert not writer.is_alive()
 
 
-def test_every_ack_reaches_the_kernel_at_once_and_fsyncs_follow_the_cadence(tmp_path: Path, no_sweep: None) -> None:
+def test_every_ack_reaches_the_kernel_at_once_and_fsyncs_follow_the_cadence(tmp_path: Path) -> None:
     cps = Checkpoints(tmp_path)
     dead = HeldDeadLetter(tmp_path / "dead.ndjson", cps, hold=False)
     stats = Stats()
@@ -129,7 +123,7 @@ def test_every_ack_reaches_the_kernel_at_once_and_fsyncs_follow_the_cadence(tmp_
         writer.join(5)
 
 
-def test_a_failed_write_is_retried_without_another_notification(tmp_path: Path, no_sweep: None,
+def test_a_failed_write_is_retried_without_another_notification(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(writer_module, "RETRY", 0.05)
     cps = Checkpoints(tmp_path)

@@ -12,7 +12,6 @@ from .deadletter import DeadLetter
 
 log = logging.getLogger(__name__)
 
-SWEEP = 1.0  # seconds between checks for a stop request made without stop()
 RETRY = 1.0  # seconds between attempts while writes fail (full disk)
 PAUSE = 0.05  # seconds between two writes by this thread (senders write before each batch anyway)
 
@@ -56,9 +55,9 @@ class CheckpointWriter(threading.Thread):
     def run(self) -> None:
         self._moved.set()  # a view loaded from the journal or a temp file is written at once
         while not self.stopped.is_set():
-            timeout = SWEEP
+            timeout = None  # idle: sleep until a change or stop() (no timer while nothing moves)
             if self.checkpoints.unsynced:
-                timeout = min(SWEEP, max(0.0, self._last_sync + self.fsync_interval - time.monotonic()))
+                timeout = max(0.0, self._last_sync + self.fsync_interval - time.monotonic())
             self._moved.wait(timeout)
             if self.stopped.is_set():
                 return
