@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forwarder.decode.codec import ChunkDecoder, LineError, decode_events, decode_line, judge_line
-from forwarder.decode.event import DROPPED_NAME_CHARS, MAX_DEPTH, event_schema, set_metadata
+from forwarder.decode.event import DROPPED_NAME_CHARS, MAX_DEPTH, add_event_ids, event_schema, set_metadata
 from forwarder.model import StatsigEvent
 
 
@@ -255,12 +255,16 @@ def test_brackets_inside_strings_do_not_count_as_depth() -> None:
     assert decode_line(orjson.dumps({"event_name": "e", "metadata": {"t": text}})).as_dict()["metadata"] == {"t": text}
 
 
-def test_event_id_is_added_to_metadata_as_it_came() -> None:
-    for metadata, want in ((None, {"id": "f:1"}), (b"{}", {"id": "f:1"}), (b'{ "a" : 1 }', {"a": 1, "id": "f:1"}),
-                           (b'{"id":"mine","b":2}', {"id": "f:1", "b": 2})):
-        ev = StatsigEvent("e", 1, metadata=None if metadata is None else msgspec.Raw(metadata))
-        set_metadata(ev, "id", "f:1")
-        assert ev.as_dict()["metadata"] == want
+@pytest.mark.parametrize(("metadata", "want"), [
+    (None, {"id": "f:1"}), (b"{}", {"id": "f:1"}), (b"{ }", {"id": "f:1"}), (b'{ "a" : 1 }', {"a": 1, "id": "f:1"}),
+    (b'{"a":{"b":[1,{}]}}', {"a": {"b": [1, {}]}, "id": "f:1"}), (b'{"id":"mine","b":2}', {"id": "f:1", "b": 2})])
+def test_event_id_is_added_to_metadata_as_it_came(metadata: bytes | None, want: dict[str, Any]) -> None:
+    ev = StatsigEvent("e", 1, metadata=None if metadata is None else msgspec.Raw(metadata))
+    set_metadata(ev, "id", "f:1")
+    assert ev.as_dict()["metadata"] == want
+    ev = StatsigEvent("e", 1, metadata=None if metadata is None else msgspec.Raw(metadata))
+    add_event_ids([ev], [0], "id", "f:", 1, metadata or b"")  # the chunk path
+    assert ev.as_dict()["metadata"] == want
 
 
 def test_schema_comes_from_the_structs() -> None:

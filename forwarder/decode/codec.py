@@ -19,7 +19,12 @@ from msgspec import Raw
 
 from ..model import StatsigEvent
 from .event import (
+    _DEPTH_SAFE_BYTES,
+    ANONYMOUS_USER,
     FILE_FIELDS,
+    MAX_DEPTH,
+    MAX_STRING_FIELD,
+    SAFE_LINE_BYTES,
     SDK_FIELDS,
     DroppedByStatsig,
     FileEvent,
@@ -27,11 +32,15 @@ from .event import (
     OversizeFields,
     SdkEvent,
     UnknownFields,
+    UserID,
+    check_depth,
     check_statsig_rules,
     describe,
     dropped_name,
+    file_user,
     is_sdk_shaped,
     nesting,
+    over_limits,
     to_wire,
     too_deep,
 )
@@ -205,11 +214,25 @@ def json_type(obj: object) -> str:
 @dataclass(slots=True)
 class Many:
     """A whole chunk or body decoded in one call: the events in order, the (index, fields) of
-    those over Statsig's size limits, and the indexes of those without their own time."""
+    those over Statsig's size limits, the indexes of those without their own time, and (for a
+    chunk) where each line ends in it, just past its newline."""
 
     events: list[StatsigEvent]
     over: list[tuple[int, list[str]]] = field(default_factory=list)
     untimed: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+
+
+_NEWLINE = re.compile(b"\n")
+
+
+def line_ends(data: bytes) -> list[int]:
+    """Where each line of a chunk ends in it (just past its newline; a last line without one
+    ends at len(data))."""
+    ends = [m.end() for m in _NEWLINE.finditer(data)]
+    if not data.endswith(b"\n"):
+        ends.append(len(data))
+    return ends
 
 
 class ChunkDecoder:
@@ -240,7 +263,78 @@ class ChunkDecoder:
         inner = data.count(b"\n") - data.endswith(b"\n")
         if len(items) != inner + 1 or (inner and data.count(b"}\n{") + data.count(b"}\r\n{") != inner):
             return None
-        return _wire_all(items, oversize, now_ms() if now is None else now)
+        ends = line_ends(data)
+        now = now_ms() if now is None else now
+        many = _wire_file_lines(items, ends, now, oversize) if type(items[0]) is FileEvent \
+            else _wire_all(items, oversize, now)
+        if many is not None:
+            many.ends = ends
+        return many
+
+
+def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize: OversizeFields) -> Many | None:
+    """`_wire_all` for the lines of a chunk in the project's form, with what `to_wire` does
+    inlined for the common case (this runs once per event of every file): any other case
+    returns None, and the per-line path decides and explains it."""
+    out = Many([])
+    events = out.events
+    append = events.append
+    untimed = out.untimed
+    start = 0
+    anonymous = ANONYMOUS_USER
+    safe_line, safe_depth, max_string = SAFE_LINE_BYTES, _DEPTH_SAFE_BYTES, MAX_STRING_FIELD
+    i = 0
+    try:
+        for i, ev in enumerate(items):
+            t = ev.time
+            if type(t) is not int:
+                if t is not None:
+                    return None  # fractional or ISO: per line
+                t = now
+                untimed.append(i)
+            u = ev.user
+            if u is None:
+                uid = ev.user_id
+                user: Any = anonymous if uid is None else UserID(uid)
+            elif u.userID is None or u.user_id is not None or u.privateAttributes is not None:
+                user = file_user(u, ev.user_id)
+            else:
+                c = u.custom
+                if c is not None:
+                    first = memoryview(c)[0]
+                    if first != 123:  # {
+                        if first != 110:  # null
+                            return None
+                        u.custom = None
+                    elif len(c) > safe_depth - 2:
+                        check_depth(c, MAX_DEPTH - 2, "user.custom")
+                user = u
+            m = ev.metadata
+            if m is not None:
+                first = memoryview(m)[0]
+                if first != 123:  # {
+                    if first != 110:  # null
+                        return None
+                    m = None
+                elif len(m) > safe_depth:
+                    check_depth(m, MAX_DEPTH - 1, "metadata")
+            name = ev.event_name
+            value = ev.value
+            end = ends[i]
+            if end - start > safe_line or len(name) > max_string or (type(value) is str and len(value) > max_string):
+                wire = StatsigEvent(name, t, user, value, m)
+                over = over_limits(wire)
+                if over:
+                    if oversize == "reject":
+                        return None
+                    out.over.append((i, over))
+                append(wire)
+            else:
+                append(StatsigEvent(name, t, user, value, m))
+            start = end
+    except InvalidEvent:
+        return None
+    return out
 
 
 def _wire_all(items: list[Any], oversize: OversizeFields, now: int) -> Many | None:

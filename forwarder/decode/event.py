@@ -253,15 +253,24 @@ def _epoch_ms(t: float | str) -> int:
     return ms
 
 
-def _file_user(user: FileUser, user_id: str | None) -> Raw:
-    """The Statsig user of a FileEvent: aliases resolved, anonymous when no id, privateAttributes out."""
+class UserID(msgspec.Struct, gc=False):
+    """The Statsig user of the `user_id` shorthand."""
+
+    userID: str
+
+
+def file_user(user: FileUser, user_id: str | None) -> FileUser:
+    """The Statsig user of a FileEvent: aliases resolved, anonymous when no id, privateAttributes
+    out (None fields are left out when encoded)."""
     if user.userID is None:
         user.userID = user.user_id if user.user_id is not None else user_id if user_id is not None else ANONYMOUS
     user.user_id = None
     user.privateAttributes = None
     if user.custom is not None:
         user.custom = _object(user.custom, "user.custom")
-    return Raw(_ENCODE(user))
+        if user.custom is not None:
+            check_depth(user.custom, MAX_DEPTH - 2, "user.custom")
+    return user
 
 
 def _sdk_user(raw: Raw | None) -> Raw | None:
@@ -297,10 +306,9 @@ def to_wire(ev: FileEvent | SdkEvent, now: int, metadata: Raw | None = None) -> 
     if type(ev) is FileEvent:
         if ev.user is None:
             uid = ev.user_id
-            user: Raw | None = ANONYMOUS_USER if uid is None else Raw(b'{"userID":' + _ENCODE(uid) + b"}")
+            user: Any = ANONYMOUS_USER if uid is None else UserID(uid)
         else:
-            user = _file_user(ev.user, ev.user_id)
-            check_depth(user, MAX_DEPTH - 1, "user")
+            user = file_user(ev.user, ev.user_id)
         return StatsigEvent(ev.event_name, t, user, ev.value, m)
     assert type(ev) is SdkEvent
     user = _sdk_user(ev.user)
@@ -347,6 +355,36 @@ def set_metadata(ev: StatsigEvent, key: str, value: str) -> None:
     ev.metadata = Raw(head + (b"," if head[-1:] != b"{" else b"") + pair + b"}")
 
 
+_SPACE_OR_OPEN = frozenset(b" \t\r\n{")
+
+
+def add_event_ids(events: list[StatsigEvent], starts: list[int], key: str, prefix: str, base: int = 0,
+                  source: bytes = b"") -> None:
+    """Set metadata[key] = prefix + str(base + start) on each event (its stable id), splicing it
+    into the metadata text as it came: what `set_metadata` does, for every event of a file, as
+    cheaply as possible. `source`: the text the events were decoded from; where it holds the key
+    (an event may have it already) or a metadata text ends oddly, set_metadata decides."""
+    head = _ENCODE(key) + b":" + _ENCODE(prefix)[:-1]  # "key":"prefix  (the offset and '"}' follow)
+    comma_head = b"," + head
+    close = b'"}'
+    odd = _SPACE_OR_OPEN
+    if _ENCODE(key) in source:
+        for ev, start in zip(events, starts, strict=True):
+            set_metadata(ev, key, prefix + str(base + start))
+        return
+    for ev, start in zip(events, starts, strict=True):
+        m = ev.metadata
+        offset = str(base + start).encode()
+        if m is None:
+            ev.metadata = Raw(b"".join((b"{", head, offset, close)))
+            continue
+        text = memoryview(m)
+        if text[-2] in odd:
+            set_metadata(ev, key, prefix + str(base + start))
+        else:
+            ev.metadata = Raw(b"".join((text[:-1], comma_head, offset, close)))
+
+
 def over_limits(ev: StatsigEvent) -> list[str]:
     """The fields of `ev` over Statsig's size limits (see MAX_STRING_FIELD, MAX_OBJECT_FIELD)."""
     over = []
@@ -359,8 +397,11 @@ def over_limits(ev: StatsigEvent) -> list[str]:
     if m is not None and len(m) > SAFE_OBJECT_BYTES and object_over(m):
         over.append("metadata")
     u = ev.user
-    if u is not None and len(u) > SAFE_OBJECT_BYTES and object_over(u):
-        over.append("user")
+    if u is not None:
+        if type(u) is not Raw:
+            u = _ENCODE(u)
+        if len(u) > SAFE_OBJECT_BYTES and object_over(u):
+            over.append("user")
     return over
 
 
@@ -412,7 +453,8 @@ def describe_over(ev: StatsigEvent, over: list[str]) -> str:
     parts = []
     for field in over:
         if field in ("metadata", "user"):
-            n = stringified_length(getattr(ev, field))
+            obj = getattr(ev, field)
+            n = stringified_length(obj if type(obj) is Raw else _ENCODE(obj))
             parts.append(f"{field} is {n} characters stringified, over Statsig's limit of {MAX_OBJECT_FIELD}")
         else:
             n = len(ev.eventName if field == "event_name" else ev.value)  # type: ignore[arg-type]

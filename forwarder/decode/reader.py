@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 from collections.abc import Callable
 
@@ -16,8 +15,8 @@ from ..source import Source
 from ..source.lines import too_long
 from ..state.deadletter import DeadLetter
 from ..stats import Stats
-from .codec import ChunkDecoder, LineError, StatsigRuleError, judge_line, now_ms
-from .event import OversizeFields, UnknownFields, set_metadata
+from .codec import ChunkDecoder, LineError, StatsigRuleError, judge_line, line_ends, now_ms
+from .event import OversizeFields, UnknownFields, add_event_ids, set_metadata
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +25,6 @@ READ_BUDGET = 1024 * 1024  # bytes per poll in all; sources take files in turn (
 Selector = Callable[[StatsigEvent, bool], bool]
 """(a Statsig event, whether its line had its own time) -> send it? False: a valid event left
 out on purpose (replay's filters): counted as skipped, and passed by the checkpoint like any line."""
-
-_NEWLINE = re.compile(b"\n")
-
-
-def _line_ends(data: bytes) -> list[int]:
-    """Where each line of a chunk ends in it (just past its newline; a last line without one
-    ends at len(data))."""
-    ends = [m.end() for m in _NEWLINE.finditer(data)]
-    if not data.endswith(b"\n"):
-        ends.append(len(data))
-    return ends
-
 
 class Reader:
     """Runs in its own thread until stopped or the source is exhausted.
@@ -120,17 +107,13 @@ class Reader:
         for _, over in many.over:
             count(over, rejected=False)
         events = many.events
-        ends = None
-        key = chunk.key
         ruleset = self.rules.current if self.rules is not None else None  # swapped between chunks only
-        id_field = self.event_id_field
-        id_prefix = key + ":" if key is not None and id_field else None
-        select = self.select
-        if select is not None or ruleset is not None or id_prefix is not None:
-            ends = _line_ends(data)
-            self._filter(chunk, events, ends, set(many.untimed) if select is not None else set(), ruleset)
+        if self.select is not None or ruleset is not None:
+            self._filter(chunk, events, many.ends, set(many.untimed), ruleset)
             return
-        self._add(chunk, events, None, len(events))
+        if chunk.key is not None and self.event_id_field:
+            add_event_ids(events, [0, *many.ends[:-1]], self.event_id_field, chunk.key + ":", chunk.start, data)
+        self._add(chunk, events, many.ends, len(events))
 
     def _filter(self, chunk: Chunk, events: list[StatsigEvent], ends: list[int], untimed: set[int],
                 ruleset: RuleSet | None) -> None:
@@ -139,11 +122,10 @@ class Reader:
         base = chunk.start
         data = chunk.data
         select = self.select
-        id_field = self.event_id_field
-        id_prefix = key + ":" if key is not None and id_field else None
         plans = ruleset.plans if ruleset is not None else {}
         key_prefix = key + ":" if key is not None else None
         kept: list[StatsigEvent] = []
+        kept_starts: list[int] = []
         kept_ends: list[int] = []
         start = 0
         n_skipped = n_removed = 0
@@ -162,12 +144,13 @@ class Reader:
                                              b"" if key_prefix is not None else data[line_start:end].rstrip(b"\n")):
                     n_removed += 1
                     continue
-            if id_prefix is not None:
-                set_metadata(event, id_field, id_prefix + str(base + line_start))
             kept.append(event)
+            kept_starts.append(line_start)
             kept_ends.append(end)
         if ruleset is not None:
             ruleset.flush(self.stats)
+        if key is not None and self.event_id_field:
+            add_event_ids(kept, kept_starts, self.event_id_field, key + ":", base, data)
         self._add(chunk, kept, kept_ends, len(events), n_skipped, n_removed)
 
     def _add(self, chunk: Chunk, events: list[StatsigEvent], ends: list[int] | None, lines: int,
@@ -184,7 +167,7 @@ class Reader:
             batcher.extend(events, len(data) - lines)
         else:
             if ends is None:
-                ends = _line_ends(data)
+                ends = line_ends(data)
             # Batches close on count and on bytes, exactly as line by line.
             first = 0
             first_at = 0
