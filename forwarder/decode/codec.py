@@ -131,9 +131,6 @@ def _slow(line: bytes | Raw, unknown: UnknownFields, oversize: OversizeFields, n
     try:
         ev: FileEvent | SdkEvent = (_SDK if sdk else _FILE).decode(body)
     except msgspec.ValidationError as e:
-        refusal = _name_refusal(fields.get("eventName" if sdk else "event_name"), str(e))
-        if refusal is not None:
-            raise StatsigRuleError(f"invalid event: {refusal}", []) from None
         raise LineError(f"invalid event: {describe(e)}") from None
     except msgspec.DecodeError as e:
         raise _parse_error(line, e) from None
@@ -157,16 +154,6 @@ def _merge(fields: dict[str, Raw], extra: list[str]) -> Raw:
             raise InvalidEvent(f"metadata: Expected `object`, got `{json_type(_ANY(own))}`")
         merged.update(_FIELDS(own))
     return Raw(_ENCODE(merged))
-
-
-def _name_refusal(raw: Raw | None, message: str) -> DroppedByStatsig | None:
-    if raw is None or "matching regex" not in message:
-        return None
-    try:
-        name = msgspec.json.decode(raw, type=str)
-    except msgspec.DecodeError:
-        return None
-    return dropped_name(name)
 
 
 def _got(message: str) -> str:
@@ -283,6 +270,7 @@ def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize
     start = 0
     anonymous = ANONYMOUS_USER
     safe_line, safe_depth, max_string = SAFE_LINE_BYTES, _DEPTH_SAFE_BYTES, MAX_STRING_FIELD
+    dropped = dropped_name
     i = 0
     try:
         for i, ev in enumerate(items):
@@ -319,6 +307,8 @@ def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize
                 elif len(m) > safe_depth:
                     check_depth(m, MAX_DEPTH - 1, "metadata")
             name = ev.event_name
+            if not name.isidentifier() and dropped(name):
+                return None
             value = ev.value
             end = ends[i]
             if end - start > safe_line or len(name) > max_string or (type(value) is str and len(value) > max_string):

@@ -65,7 +65,11 @@ _EXPONENT = re.compile(rb"[0-9][eE]").search
 # A Raw this short cannot nest deeper than the levels left for it (each level takes 2 bytes).
 _DEPTH_SAFE_BYTES = 2 * MAX_DEPTH - 4
 
-Name = Annotated[str, Meta(min_length=1, max_length=MAX_EVENT_NAME, pattern=NAME_PATTERN,
+# Statsig's name rule is stated in the schema (`pattern`) but checked by `dropped_name` in the
+# per-event step, not by msgspec: its `pattern` calls Python's re for every value, which measured
+# 0.6-0.9 us per event, about as much as the rest of the decode (`str.isidentifier()` accepts
+# most names in 0.04 us, and only the others are searched).
+Name = Annotated[str, Meta(min_length=1, max_length=MAX_EVENT_NAME, extra_json_schema={"pattern": NAME_PATTERN},
                            description="1-128 characters, none of \\[]{}<>#=;&$%|, NUL, CR, LF "
                            "(Statsig drops those); over 64 is over Statsig's limit")]
 Time = Annotated[int, Meta(ge=0, le=MAX_TIME_MS)]
@@ -428,6 +432,8 @@ def stringified_length(obj: Any) -> int:
 
 def dropped_name(name: str) -> DroppedByStatsig | None:
     """The refusal of a name Statsig drops, or None."""
+    if name.isidentifier():
+        return None
     bad = _DROPPED_NAME(name)
     if bad is None:
         return None
@@ -481,8 +487,6 @@ def describe(e: msgspec.ValidationError, prefix: str = "") -> str:
     if m:
         parts.append(m.group(1))
         message = "unknown field"
-    if "matching regex" in message:
-        message = "contains a character Statsig drops (\\[]{}<>#=;&$%|, NUL, CR, LF)"
     where = ".".join(parts)
     return f"{where}: {message}" if where else message
 
