@@ -271,15 +271,15 @@ def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize
     anonymous = ANONYMOUS_USER
     safe_line, safe_depth, max_string = SAFE_LINE_BYTES, _DEPTH_SAFE_BYTES, MAX_STRING_FIELD
     dropped = dropped_name
-    i = 0
+    view = memoryview
     try:
-        for i, ev in enumerate(items):
+        for ev, end in zip(items, ends, strict=True):
             t = ev.time
             if type(t) is not int:
                 if t is not None:
                     return None  # fractional or ISO: per line
                 t = now
-                untimed.append(i)
+                untimed.append(len(events))
             u = ev.user
             if u is None:
                 uid = ev.user_id
@@ -289,9 +289,8 @@ def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize
             else:
                 c = u.custom
                 if c is not None:
-                    first = memoryview(c)[0]
-                    if first != 123:  # {
-                        if first != 110:  # null
+                    if view(c)[0] != 123:  # not {: null, or per line
+                        if view(c)[0] != 110:
                             return None
                         u.custom = None
                     elif len(c) > safe_depth - 2:
@@ -299,25 +298,26 @@ def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize
                 user = u
             m = ev.metadata
             if m is not None:
-                first = memoryview(m)[0]
-                if first != 123:  # {
-                    if first != 110:  # null
+                if view(m)[0] != 123:  # not {: null, or per line
+                    if view(m)[0] != 110:
                         return None
                     m = None
                 elif len(m) > safe_depth:
                     check_depth(m, MAX_DEPTH - 1, "metadata")
             name = ev.event_name
+            value = ev.value
+            if end - start > safe_line:  # long enough to be over a size limit: measured
+                max_string = -1
             if not name.isidentifier() and dropped(name):
                 return None
-            value = ev.value
-            end = ends[i]
-            if end - start > safe_line or len(name) > max_string or (type(value) is str and len(value) > max_string):
+            if len(name) > max_string or (type(value) is str and len(value) > max_string):
+                max_string = MAX_STRING_FIELD
                 wire = StatsigEvent(name, t, user, value, m)
                 over = over_limits(wire)
                 if over:
                     if oversize == "reject":
                         return None
-                    out.over.append((i, over))
+                    out.over.append((len(events), over))
                 append(wire)
             else:
                 append(StatsigEvent(name, t, user, value, m))
