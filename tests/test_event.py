@@ -282,3 +282,22 @@ def test_names_statsig_drops_fail_the_one_call_path_and_get_the_reason(name: str
     assert ChunkDecoder().decode(line + b"\n") is None
     with pytest.raises(LineError, match="Statsig drops events whose name"):
         decode_line(line)
+
+
+@pytest.mark.parametrize("metadata", [None, b"{}", b"{ }", b'{"a":1}', b'{"a": 1 }', b'{"forwarder_event_id":"x"}'])
+def test_chunk_path_sets_the_same_event_ids_as_line_by_line(metadata: bytes | None) -> None:
+    tail = b"" if metadata is None else b',"metadata":' + metadata
+    lines = [b'{"event_name":"e","time":1' + tail + b"}", b'{"event_name":"f","time":2}']
+    data = b"\n".join(lines) + b"\n"
+    many = ChunkDecoder().decode(data, ids=("forwarder_event_id", "fp:", 100))
+    assert many is not None
+    if not many.ids_set:
+        add_event_ids(many.events, [0, *many.ends[:-1]], "forwarder_event_id", "fp:", 100, data)
+    want = []
+    at = 100
+    for line in lines:
+        ev = decode_line(line)
+        set_metadata(ev, "forwarder_event_id", f"fp:{at}")
+        want.append(ev.as_dict())
+        at += len(line) + 1
+    assert [e.as_dict() for e in many.events] == want

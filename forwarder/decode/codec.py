@@ -21,6 +21,7 @@ from msgspec import Raw
 from ..model import StatsigEvent
 from .event import (
     _DEPTH_SAFE_BYTES,
+    _SPACE_OR_OPEN,
     ANONYMOUS_USER,
     FILE_FIELDS,
     MAX_DEPTH,
@@ -44,6 +45,7 @@ from .event import (
     over_limits,
     to_wire,
     too_deep,
+    with_key,
 )
 
 _FILE = msgspec.json.Decoder(FileEvent)
@@ -209,6 +211,7 @@ class Many:
     over: list[tuple[int, list[str]]] = field(default_factory=list)
     untimed: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
+    ids_set: bool = False
 
 
 _NEWLINE = re.compile(b"\n")
@@ -230,11 +233,16 @@ class ChunkDecoder:
     def __init__(self) -> None:
         self._decoders: list[msgspec.json.Decoder[Any]] = [_FILE, _SDK]
 
-    def decode(self, data: bytes, oversize: OversizeFields = "send", now: int | None = None) -> Many | None:
+    def decode(self, data: bytes, oversize: OversizeFields = "send", now: int | None = None,
+               ids: tuple[str, str, int] | None = None) -> Many | None:
         """All lines of `data` (whole lines; the last may lack its newline), or None when any
         line needs the per-line step: a refused or blank line, a line in the other shape, two
         objects on one line or one object over two (decode_lines reads a stream of values, so
-        one value per line is checked here: every inner newline must sit in `}\\n{`)."""
+        one value per line is checked here: every inner newline must sit in `}\\n{`).
+
+        `ids` = (metadata key, prefix, offset of data[0]): each event's stable id, prefix + the
+        offset of its line, is set in its metadata where that is cheap (`Many.ids_set`; else
+        the caller does it with `add_event_ids`)."""
         items = None
         if not _utf8(data):
             return None
@@ -252,8 +260,14 @@ class ChunkDecoder:
         if len(items) != len(ends) or not _one_per_line(data, ends):
             return None
         now = now_ms() if now is None else now
-        many = _wire_file_lines(items, ends, now, oversize) if type(items[0]) is FileEvent \
-            else _wire_all(items, oversize, now)
+        if type(items[0]) is not FileEvent:
+            many = _wire_all(items, oversize, now)
+        elif ids is not None and _ENCODE(ids[0]) not in data:  # (else an event may have the key already)
+            many = _wire_file_lines(items, ends, now, oversize, ids)
+            if many is not None:
+                many.ids_set = True
+        else:
+            many = _wire_file_lines(items, ends, now, oversize)
         if many is not None:
             many.ends = ends
         return many
@@ -279,10 +293,12 @@ def _one_per_line(data: bytes, ends: list[int]) -> bool:
     return data.count(b"}\n{") + data.count(b"}\r\n{") == len(newlines)  # CRLF lines
 
 
-def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize: OversizeFields) -> Many | None:
+def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize: OversizeFields,
+                     ids: tuple[str, str, int] | None = None) -> Many | None:
     """`_wire_all` for the lines of a chunk in the project's form, with what `to_wire` does
     inlined for the common case (this runs once per event of every file): any other case
-    returns None, and the per-line path decides and explains it."""
+    returns None, and the per-line path decides and explains it. With `ids`, what
+    `add_event_ids` does, in the same pass."""
     out = Many([])
     events = out.events
     append = events.append
@@ -292,6 +308,11 @@ def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize
     safe_line, safe_depth, max_string = SAFE_LINE_BYTES, _DEPTH_SAFE_BYTES, MAX_STRING_FIELD
     dropped = dropped_name
     view = memoryview
+    id_head = _ENCODE(ids[0]) + b":" + _ENCODE(ids[1])[:-1] if ids is not None else None  # "key":"prefix
+    base = ids[2] if ids is not None else 0
+    comma_head = b"," + id_head if id_head is not None else b""
+    close = b'"}'
+    odd = _SPACE_OR_OPEN
     try:
         for ev, end in zip(items, ends, strict=True):
             t = ev.time
@@ -330,6 +351,14 @@ def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize
                 max_string = -1
             if not name.isidentifier() and dropped(name):
                 return None
+            if id_head is not None:
+                offset = b"%d" % (base + start)
+                if m is None:
+                    m = Raw(b"".join((b"{", id_head, offset, close)))
+                elif view(m)[-2] in odd:  # {} or whitespace before its }
+                    m = with_key(m, ids[0], ids[1] + str(base + start))  # type: ignore[index]
+                else:
+                    m = Raw(b"".join((view(m)[:-1], comma_head, offset, close)))
             if len(name) > max_string or (type(value) is str and len(value) > max_string):
                 max_string = MAX_STRING_FIELD
                 wire = StatsigEvent(name, t, user, value, m)

@@ -344,19 +344,22 @@ def _exposures(raw: Raw) -> Raw | None:
 
 def set_metadata(ev: StatsigEvent, key: str, value: str) -> None:
     """Set one metadata key of `ev` (the event id), without decoding its metadata when it lacks the key."""
+    ev.metadata = with_key(ev.metadata, key, value)
+
+
+def with_key(metadata: Raw | None, key: str, value: str) -> Raw:
+    """A metadata object's text with metadata[key] = value (spliced in; decoded only when it may
+    hold the key already)."""
     pair = _ENCODE(key) + b":" + _ENCODE(value)
-    m = ev.metadata
-    if m is None:
-        ev.metadata = Raw(b"{" + pair + b"}")
-        return
-    text = bytes(m)
+    if metadata is None:
+        return Raw(b"{" + pair + b"}")
+    text = bytes(metadata)
     if _ENCODE(key) in text:  # maybe already there: the one rare case that decodes it
         fields = _FIELDS(text)
         fields[key] = Raw(_ENCODE(value))
-        ev.metadata = Raw(_ENCODE(fields))
-        return
+        return Raw(_ENCODE(fields))
     head = text[:-1].rstrip()
-    ev.metadata = Raw(head + (b"," if head[-1:] != b"{" else b"") + pair + b"}")
+    return Raw(head + (b"," if head[-1:] != b"{" else b"") + pair + b"}")
 
 
 _SPACE_OR_OPEN = frozenset(b" \t\r\n{")

@@ -97,9 +97,11 @@ class Reader:
         data = chunk.data
         now = now_ms()
         many = None
+        ids = (self.event_id_field, chunk.key + ":", chunk.start) if chunk.key is not None and self.event_id_field \
+            else None
         # NULs (a copytruncate hole) and lines that may be too long are the per-line path's.
         if len(data) <= self.max_line_bytes and b"\0" not in data:
-            many = self.decoder.decode(data, self.oversize_fields, now)
+            many = self.decoder.decode(data, self.oversize_fields, now, ids)
         if many is None:
             self._lines(chunk, now)
             return
@@ -108,16 +110,16 @@ class Reader:
             count(over, rejected=False)
         events = many.events
         ruleset = self.rules.current if self.rules is not None else None  # swapped between chunks only
+        if ids is not None and not many.ids_set:
+            add_event_ids(events, [0, *many.ends[:-1]], *ids, data)
         if self.select is not None or ruleset is not None:
             self._filter(chunk, events, many.ends, set(many.untimed), ruleset)
             return
-        if chunk.key is not None and self.event_id_field:
-            add_event_ids(events, [0, *many.ends[:-1]], self.event_id_field, chunk.key + ":", chunk.start, data)
         self._add(chunk, events, many.ends, len(events))
 
     def _filter(self, chunk: Chunk, events: list[StatsigEvent], ends: list[int], untimed: set[int],
                 ruleset: RuleSet | None) -> None:
-        """The events of an all-good chunk through replay's selector, the rules and the event id."""
+        """The events of an all-good chunk through replay's selector and the rules."""
         key = chunk.key
         base = chunk.start
         data = chunk.data
@@ -125,7 +127,6 @@ class Reader:
         plans = ruleset.plans if ruleset is not None else {}
         key_prefix = key + ":" if key is not None else None
         kept: list[StatsigEvent] = []
-        kept_starts: list[int] = []
         kept_ends: list[int] = []
         start = 0
         n_skipped = n_removed = 0
@@ -145,12 +146,9 @@ class Reader:
                     n_removed += 1
                     continue
             kept.append(event)
-            kept_starts.append(line_start)
             kept_ends.append(end)
         if ruleset is not None:
             ruleset.flush(self.stats)
-        if key is not None and self.event_id_field:
-            add_event_ids(kept, kept_starts, self.event_id_field, key + ":", base, data)
         self._add(chunk, kept, kept_ends, len(events), n_skipped, n_removed)
 
     def _add(self, chunk: Chunk, events: list[StatsigEvent], ends: list[int] | None, lines: int,
