@@ -55,7 +55,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Literal
 
-from .commands.check import check_in_background
+from .startup import check_in_background
 from .control import ReloadReporter, Runtime
 from .decode.reader import Reader, Selector
 from .delivery.acker import Acker

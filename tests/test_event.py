@@ -301,3 +301,14 @@ def test_chunk_path_sets_the_same_event_ids_as_line_by_line(metadata: bytes | No
         want.append(ev.as_dict())
         at += len(line) + 1
     assert [e.as_dict() for e in many.events] == want
+
+
+def test_the_decode_layer_imports_no_server_or_settings_library() -> None:
+    """forwarder.client (another package) validates with decode_line: it must not pull these in."""
+    import subprocess
+    import sys
+
+    code = ("import sys, forwarder.decode.codec; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'pydantic', 'pydantic_settings', 'fastapi', 'uvicorn', 'watchdog', 'statsig_python_core'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
