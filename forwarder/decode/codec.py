@@ -21,10 +21,12 @@ from msgspec import Raw
 from ..model import StatsigEvent
 from .event import (
     _DEPTH_SAFE_BYTES,
+    _EXPONENT,
     _SPACE_OR_OPEN,
     ANONYMOUS_USER,
     FILE_FIELDS,
     MAX_DEPTH,
+    MAX_OBJECT_FIELD,
     MAX_STRING_FIELD,
     SAFE_LINE_BYTES,
     SDK_FIELDS,
@@ -37,6 +39,7 @@ from .event import (
     UserID,
     check_depth,
     check_statsig_rules,
+    checking_twin,
     describe,
     dropped_name,
     file_user,
@@ -527,6 +530,105 @@ def _split_deep(body: bytes, shape: BodyShape) -> list[bytes]:
             key = prev
         prev = token
     raise BodyError("invalid JSON: the events array does not end")
+
+
+# -- verdicts only: a body checked in one call, each event's text kept as sent ----------------
+@dataclass(slots=True)
+class Verdict:
+    """One event of a body: its JSON text as sent; why it is refused (None: valid); the fields
+    over Statsig's size limits; and its Statsig event when the per-event step had to run (None
+    when the text is, as it is, a valid event that needs nothing more: see `check_events`)."""
+
+    raw: Raw | bytes
+    error: LineError | None = None
+    over: list[str] = field(default_factory=list)
+    event: StatsigEvent | None = None
+
+
+_CHECKS: dict[tuple[str, bool], msgspec.json.Decoder[Any]] = {}
+for _shape, _cls in (("file", FileEvent), ("sdk", SdkEvent)):
+    for _strict in (False, True):
+        _twin = checking_twin(_cls, _strict)
+        _CHECKS[(_shape, _strict)] = msgspec.json.Decoder(list[_twin])  # type: ignore[valid-type]
+        _CHECKS[(_shape + "-one", _strict)] = msgspec.json.Decoder(_twin)
+        _CHECKS[(_shape + "-batch", _strict)] = msgspec.json.Decoder(
+            msgspec.defstruct(f"{_twin.__name__}Batch", [("events", list[_twin])]))  # type: ignore[valid-type]
+
+
+def check_events(body: bytes, shape: BodyShape, unknown_fields: UnknownFields = "metadata",
+                 oversize_fields: OversizeFields = "send", now: int | None = None) -> list[Verdict]:
+    """Every event of a request body (shapes as in `decode_events`), judged as a file line would
+    be, with its JSON text as sent: for intake that appends what it was given.
+
+    The whole body is checked in one msgspec call against the definition with nested objects
+    typed (`event.checking_twin`); an event then needs no Python beyond a few length checks
+    unless it is unusual, and `Verdict.event` stays None: its text is valid as it is. For the
+    file form that includes a missing time (the reader stamps it), unknown top-level keys under
+    unknown_fields = "metadata" (the reader moves them into metadata); for Statsig's shape, the
+    text is a ready Statsig event. Anything else (an ISO or missing SDK time, privateAttributes,
+    a long or deep event, any refusal) takes `judge_line`, which sets `event` (the Statsig event
+    to append instead, e.g. with `encode_line`) or `error`. Raises BodyError like decode_events.
+    """
+    raws = _split_body(body, shape)
+    strict = unknown_fields == "reject"
+    checked: list[Any] | None = None
+    kind = "file"
+    if _utf8(body):
+        for kind in (("sdk",) if shape == "sdk" else ("file", "sdk")):
+            try:
+                if shape == "sdk":
+                    checked = _CHECKS[("sdk-batch", strict)].decode(body).events
+                elif shape == "one":
+                    checked = [_CHECKS[(kind + "-one", strict)].decode(body)]
+                else:
+                    checked = _CHECKS[(kind, strict)].decode(body)
+            except _REFUSED:
+                continue
+            break
+    now = now_ms() if now is None else now
+    verdicts: list[Verdict] = []
+    sdk = kind == "sdk"
+    for i, raw in enumerate(raws):
+        over = _light(checked[i], raw, sdk, oversize_fields) if checked is not None else None
+        if over is not None:
+            verdicts.append(Verdict(raw, None, over))
+            continue
+        try:
+            d = judge_line(raw, unknown_fields, oversize_fields, now)
+        except LineError as e:
+            verdicts.append(Verdict(raw, e))
+            continue
+        verdicts.append(Verdict(raw, None, d.over, d.event))
+    return verdicts
+
+
+def _light(ev: Any, raw: Raw | bytes, sdk: bool, oversize: OversizeFields) -> list[str] | None:
+    """What a checked event still needs: its fields over Statsig's string limits, or None when it
+    needs the per-event step."""
+    t = ev.time
+    if type(t) is not int and (sdk or t is not None):
+        return None
+    name = ev.eventName if sdk else ev.event_name
+    if not name.isidentifier() and dropped_name(name):
+        return None
+    if sdk and ev.user is not None and ev.user.privateAttributes is not None:
+        return None
+    n = len(raw)
+    if n > _DEPTH_SAFE_BYTES:
+        text = bytes(raw)
+        if text.count(b"{") + text.count(b"[") > MAX_DEPTH:
+            return None
+        if n > SAFE_LINE_BYTES and (n > MAX_OBJECT_FIELD or _EXPONENT(text)):
+            return None  # an object may be over 4096 stringified: measured per event
+    over = []
+    if len(name) > MAX_STRING_FIELD:
+        over.append("event_name")
+    value = ev.value
+    if type(value) is str and len(value) > MAX_STRING_FIELD:
+        over.append("value")
+    if over and oversize == "reject":
+        return None
+    return over
 
 
 def encode_line(event: StatsigEvent) -> bytes:

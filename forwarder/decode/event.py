@@ -19,6 +19,7 @@ codec.py, which runs only for lines the Structs refuse.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -89,6 +90,7 @@ else:
     ListRaw = Annotated[Raw, Meta(extra_json_schema={"type": ["array", "null"], "items": {"type": "object"}})]
     UserRaw = Annotated[Raw, Meta(extra_json_schema={"type": ["object", "null"], "description": "a Statsig "
                                                      "user (typed as FileUser; other keys pass)"})]
+_OBJECT_RAW, _LIST_RAW, _USER_RAW = ObjectRaw, ListRaw, UserRaw
 
 
 class FileUser(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
@@ -492,6 +494,39 @@ def describe(e: msgspec.ValidationError, prefix: str = "") -> str:
         message = "unknown field"
     where = ".".join(parts)
     return f"{where}: {message}" if where else message
+
+
+@functools.cache
+def checking_twin(cls: type[msgspec.Struct], forbid_unknown: bool) -> type[msgspec.Struct]:
+    """The Struct `cls` with its Raw fields typed for checking instead of kept (an object, a list
+    of objects, an SdkUser), unknown fields refused or ignored: derived from the definition, so
+    a whole body is checked in one call when nothing needs the per-event step."""
+    name = f"{cls.__name__}{'Strict' if forbid_unknown else ''}Check"
+    fields: list[Any] = []
+    for f in msgspec.structs.fields(cls):
+        if f.default is msgspec.NODEFAULT:
+            fields.append((f.name, _twin_type(f.type)))
+        else:
+            fields.append((f.name, _twin_type(f.type), f.default))
+    return msgspec.defstruct(name, fields, forbid_unknown_fields=forbid_unknown, gc=False)
+
+
+def _twin_type(t: Any) -> Any:
+    import types
+    import typing
+
+    if t == _OBJECT_RAW:
+        return _Object | None
+    if t == _LIST_RAW:
+        return list[_Object] | None
+    if t == _USER_RAW:
+        return checking_twin(SdkUser, False) | None
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
+        args = tuple(_twin_type(a) for a in typing.get_args(t))
+        return typing.Union[args]  # noqa: UP007
+    if isinstance(t, type) and issubclass(t, msgspec.Struct):
+        return checking_twin(t, bool(t.__struct_config__.forbid_unknown_fields))
+    return t
 
 
 def event_schema(shape: Literal["file", "sdk"] = "file") -> dict[str, Any]:
