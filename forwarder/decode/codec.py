@@ -46,6 +46,7 @@ from .event import (
     is_sdk_shaped,
     nesting,
     over_limits,
+    sdk_user_text,
     to_wire,
     too_deep,
     with_key,
@@ -264,7 +265,7 @@ class ChunkDecoder:
             return None
         now = now_ms() if now is None else now
         if type(items[0]) is not FileEvent:
-            many = _wire_all(items, oversize, now)
+            many = _wire_sdk_lines(data, items, ends, now, oversize)
         elif ids is not None and _ENCODE(ids[0]) not in data:  # (else an event may have the key already)
             many = _wire_file_lines(items, ends, now, oversize, ids)
             if many is not None:
@@ -373,6 +374,64 @@ def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize
                 append(wire)
             else:
                 append(StatsigEvent(name, t, user, value, m))
+            start = end
+    except InvalidEvent:
+        return None
+    return out
+
+
+_SDK_LINES_CHECK = msgspec.json.Decoder(checking_twin(SdkEvent, True))
+_NULL = Raw(b"null")
+
+
+def _wire_sdk_lines(data: bytes, items: list[SdkEvent], ends: list[int], now: int,
+                    oversize: OversizeFields) -> Many | None:
+    """`_wire_all` for the lines of a chunk in Statsig's shape (what the relay appends): the nested
+    objects are checked in one more msgspec call over the chunk (the checking twin), so that
+    per event only what a Struct cannot say runs here; anything unusual returns None."""
+    try:
+        checked: list[Any] = _SDK_LINES_CHECK.decode_lines(data)
+    except _REFUSED:
+        return None
+    out = Many([])
+    events = out.events
+    append = events.append
+    start = 0
+    nulls = b"null" in data  # (a user's null fields are left out: only then is its text searched)
+    try:
+        for ev, chk, end in zip(items, checked, ends, strict=True):
+            t = ev.time
+            if type(t) is not int:
+                if t is not None:
+                    return None
+                t = now
+                out.untimed.append(len(events))
+            name = ev.eventName
+            if not name.isidentifier() and dropped_name(name):
+                return None
+            user = ev.user
+            cu = chk.user
+            if cu is None:
+                user = None
+            elif cu.privateAttributes is not None or (nulls and b"null" in bytes(user)):  # type: ignore[arg-type]
+                user = sdk_user_text(user)  # type: ignore[arg-type]
+            m = ev.metadata if chk.metadata is not None else None
+            exposures = ev.secondaryExposures if chk.secondaryExposures is not None else None
+            sm = ev.statsigMetadata if chk.statsigMetadata is not None else None
+            wire = StatsigEvent(name, t, user, ev.value, m, exposures, sm)
+            if end - start > _DEPTH_SAFE_BYTES:
+                for raw, what in ((m, "metadata"), (user, "user"), (exposures, "secondaryExposures"),
+                                  (sm, "statsigMetadata")):
+                    if raw is not None:
+                        check_depth(raw, MAX_DEPTH - 1, what)
+                over = check_statsig_rules(wire, oversize) if end - start > SAFE_LINE_BYTES or len(name) > \
+                    MAX_STRING_FIELD or type(ev.value) is str else []
+            else:
+                over = check_statsig_rules(wire, oversize) if len(name) > MAX_STRING_FIELD or \
+                    type(ev.value) is str else []
+            if over:
+                out.over.append((len(events), over))
+            append(wire)
             start = end
     except InvalidEvent:
         return None

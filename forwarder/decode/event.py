@@ -279,6 +279,12 @@ def file_user(user: FileUser, user_id: str | None) -> FileUser:
     return user
 
 
+def sdk_user_text(raw: Raw) -> Raw:
+    """An SdkEvent's (checked) user without privateAttributes and null fields."""
+    fields = _FIELDS(raw)
+    return Raw(_ENCODE({k: v for k, v in fields.items() if k != "privateAttributes" and bytes(v) != b"null"}))
+
+
 def _sdk_user(raw: Raw | None) -> Raw | None:
     """An SdkEvent's user, checked as SdkUser; sent as it came unless it has privateAttributes or nulls."""
     raw = _object(raw, "user")
@@ -291,8 +297,7 @@ def _sdk_user(raw: Raw | None) -> Raw | None:
     if user.custom is not None:
         _object(user.custom, "user.custom")
     if user.privateAttributes is not None or b"null" in bytes(raw):
-        fields = _FIELDS(raw)
-        raw = Raw(_ENCODE({k: v for k, v in fields.items() if k != "privateAttributes" and bytes(v) != b"null"}))
+        raw = sdk_user_text(raw)
     return raw
 
 
@@ -435,12 +440,18 @@ def stringified_length(obj: Any) -> int:
     return len(data.decode("utf-8").encode("utf-16-le")) // 2
 
 
+_CLEAN_NAMES: set[str] = set()  # names seen to pass (few distinct ones: statsig::gate_exposure, ...)
+MAX_CLEAN_NAMES = 10_000  # hostile name cardinality must not grow memory without bound
+
+
 def dropped_name(name: str) -> DroppedByStatsig | None:
     """The refusal of a name Statsig drops, or None."""
-    if name.isidentifier():
+    if name.isidentifier() or name in _CLEAN_NAMES:
         return None
     bad = _DROPPED_NAME(name)
     if bad is None:
+        if len(_CLEAN_NAMES) < MAX_CLEAN_NAMES:
+            _CLEAN_NAMES.add(name)
         return None
     return DroppedByStatsig(
         f"event_name contains {bad.group()!r}: Statsig drops events whose name contains any of "
