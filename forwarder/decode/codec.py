@@ -314,8 +314,6 @@ def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize
     view = memoryview
     id_head = _ENCODE(ids[0]) + b":" + _ENCODE(ids[1])[:-1] if ids is not None else None  # "key":"prefix
     base = ids[2] if ids is not None else 0
-    comma_head = b"," + id_head if id_head is not None else b""
-    close = b'"}'
     odd = _SPACE_OR_OPEN
     try:
         for ev, end in zip(items, ends, strict=True):
@@ -356,13 +354,14 @@ def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize
             if not name.isidentifier() and dropped(name):
                 return None
             if id_head is not None:
-                offset = b"%d" % (base + start)
                 if m is None:
-                    m = Raw(b"".join((b"{", id_head, offset, close)))
-                elif view(m)[-2] in odd:  # {} or whitespace before its }
-                    m = with_key(m, ids[0], ids[1] + str(base + start))  # type: ignore[index]
+                    m = Raw(b'{%b%d"}' % (id_head, base + start))
                 else:
-                    m = Raw(b"".join((view(m)[:-1], comma_head, offset, close)))
+                    text = bytes(m)
+                    if text[-2] in odd:  # {} or whitespace before its }
+                        m = with_key(m, ids[0], ids[1] + str(base + start))  # type: ignore[index]
+                    else:
+                        m = Raw(b'%b,%b%d"}' % (text[:-1], id_head, base + start))
             if len(name) > max_string or (type(value) is str and len(value) > max_string):
                 max_string = MAX_STRING_FIELD
                 wire = StatsigEvent(name, t, user, value, m)

@@ -379,8 +379,6 @@ def add_event_ids(events: list[StatsigEvent], starts: list[int], key: str, prefi
     cheaply as possible. `source`: the text the events were decoded from; where it holds the key
     (an event may have it already) or a metadata text ends oddly, set_metadata decides."""
     head = _ENCODE(key) + b":" + _ENCODE(prefix)[:-1]  # "key":"prefix  (the offset and '"}' follow)
-    comma_head = b"," + head
-    close = b'"}'
     odd = _SPACE_OR_OPEN
     if _ENCODE(key) in source:
         for ev, start in zip(events, starts, strict=True):
@@ -388,15 +386,14 @@ def add_event_ids(events: list[StatsigEvent], starts: list[int], key: str, prefi
         return
     for ev, start in zip(events, starts, strict=True):
         m = ev.metadata
-        offset = str(base + start).encode()
         if m is None:
-            ev.metadata = Raw(b"".join((b"{", head, offset, close)))
+            ev.metadata = Raw(b'{%b%d"}' % (head, base + start))
             continue
-        text = memoryview(m)
+        text = bytes(m)
         if text[-2] in odd:
             set_metadata(ev, key, prefix + str(base + start))
         else:
-            ev.metadata = Raw(b"".join((text[:-1], comma_head, offset, close)))
+            ev.metadata = Raw(b'%b,%b%d"}' % (text[:-1], head, base + start))
 
 
 def over_limits(ev: StatsigEvent) -> list[str]:
