@@ -37,15 +37,16 @@ _PY_WAITS = ("Thread._wait_for_tstate_lock", "Condition.wait", "Event.wait", "So
 
 # (step, frame pattern): the innermost frame matching any pattern names the step.
 _STEPS: list[tuple[str, str]] = [
-    ("start-up", r"_find_and_load|<module> \(|statsig|commands/check\.py|cli\.py|settings\.py"),
+    ("start-up", r"_find_and_load|<module> \(|statsig|startup\.py|cli\.py|settings\.py"),
     ("compress", r"gzip\.py|zlib|deflate|isal|igzip"),
     ("encode", r"_dumps \(forwarder|StatsigSink\.encode|dumps"),
     ("HTTP", r"http/client\.py|socket\.py|StatsigSink\.send|classify \(|sock_|send \(libc|recv"),
     ("acknowledge + checkpoint", r"acker\.py|state/checkpoints\.py|state/writer\.py|deadletter\.py"),
     ("metrics/stats", r"prometheus_client|stats\.py"),
     ("batch + hand-off", r"queue\.py|batcher\.py|Reader\._put|Reader\._ship|senders\.py|threading\.py"),
+    ("decode (msgspec, one call per chunk)", r"ChunkDecoder\.decode \(|decode_lines"),
     ("validate + map", r"decode/event\.py|decode/codec\.py|pydantic"),
-    ("decode (orjson.loads)", r"@LOADS@"),
+    ("decode (orjson.loads, per line)", r"@LOADS@"),
     ("file events (watchdog)", r"watchdog|source/wake\.py|FileTailer\.notify"),
     ("read + split", r"source/|Reader\._chunk|Reader\._loop"),
     ("GC", r"gc_collect|collect_with_callback|gcmodule"),
@@ -64,7 +65,7 @@ def classify(frames: list[str], loads_frames: tuple[str, ...]) -> str | None:
         return "start-up"
     for frame in reversed(frames[1:]):
         if frame in loads_frames:
-            return "decode (orjson.loads)"
+            return "decode (orjson.loads, per line)"
         for step, pattern in _COMPILED:
             if pattern.search(frame):
                 return step

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from forwarder.delivery.acker import Acker
 from forwarder.delivery.batcher import Batcher
-from forwarder.model import Batch
+from forwarder.model import Batch, StatsigEvent
 from forwarder.state.checkpoints import Checkpoints
 
 KEYS = ("a", "b", "c")
@@ -50,7 +50,7 @@ def batches_and_order(draw: st.DrawFn) -> tuple[list[Batch], list[int]]:
         for key in sorted(keys):
             ends[key] += draw(st.integers(1, 1000))
             positions[key] = ends[key]
-        batches.append(Batch(seq, events=[{"seq": seq}], positions=positions, opened=float(seq)))
+        batches.append(Batch(seq, events=[StatsigEvent(str(seq), seq)], positions=positions, opened=float(seq)))
     return batches, draw(st.permutations(range(n)))
 
 
@@ -185,7 +185,7 @@ def test_batch_numbers_are_gap_free(ops: list[str], size: int) -> None:
     for op in ops:
         if op == "add":
             offset += 10
-            if batcher.add({"eventName": "e"}, 10):
+            if batcher.add(StatsigEvent("e", 0), 10):
                 batcher.mark("a", offset)
                 shipped.append(batcher.take())  # type: ignore[arg-type]  # full: never None
         elif op == "mark":
@@ -204,7 +204,7 @@ def test_a_batch_goes_only_once_the_checkpoint_file_passes_everything_outside_th
     window, n = 3, 200
     checkpoints = Checkpoints(tmp_path)
     acker = Acker(checkpoints, where)
-    batches = [Batch(i, events=[{"seq": i}], positions={"a": i + 1}) for i in range(n)]
+    batches = [Batch(i, events=[StatsigEvent(eventName=f"e{i}", time=i)], positions={"a": i + 1}) for i in range(n)]
     todo: Iterator[Batch] = iter(batches)
     lock = threading.Lock()
     violations: list[str] = []
@@ -251,7 +251,7 @@ def test_while_the_checkpoint_cannot_be_written_only_the_window_goes(tmp_path: P
 
     acker = Acker(checkpoints, where, publish)
     never = threading.Event()
-    batches = [Batch(i, events=[{"seq": i}], positions={"a": i + 1}) for i in range(3)]
+    batches = [Batch(i, events=[StatsigEvent(eventName=f"e{i}", time=i)], positions={"a": i + 1}) for i in range(3)]
     assert acker.wait_turn(batches[0], 2, never) and acker.wait_turn(batches[1], 2, never)
     acker.done(batches[0])
     acker.done(batches[1])

@@ -15,7 +15,7 @@ import pytest
 from kit import event_line, fast_args, seqs, wait_until
 
 from forwarder.delivery.acker import Acker
-from forwarder.model import Batch
+from forwarder.model import Batch, StatsigEvent
 from forwarder.state import checkpoints as checkpoints_module
 from forwarder.state import writer as writer_module
 from forwarder.state.checkpoints import Checkpoints
@@ -60,7 +60,7 @@ def in_kernel(cps: Checkpoints) -> int | None:
 
 
 def batch(seq: int, offset: int, events: int = 0) -> Batch:
-    return Batch(seq=seq, events=[{"eventName": "e"}] * events, positions={"k": offset})
+    return Batch(seq=seq, events=[StatsigEvent(eventName="e", time=0)] * events, positions={"k": offset})
 
 
 def last_doc(cps: Checkpoints) -> dict[str, Any]:

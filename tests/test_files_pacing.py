@@ -14,7 +14,7 @@ from kit import Cli, append, event_line
 from test_receiver_quiet import _voluntary_switches
 
 from forwarder.delivery.batcher import Batcher
-from forwarder.model import Chunk
+from forwarder.model import Chunk, StatsigEvent
 from forwarder.settings import load_settings
 from forwarder.source.tailer import SETTLE, FileTailer
 from forwarder.source.wake import Watching, follow
@@ -120,12 +120,12 @@ def test_rotation_is_seen_at_once_while_write_events_are_paused(tmp_path: Path) 
 def test_a_batch_opens_when_its_data_could_first_have_been_written() -> None:
     batcher = Batcher(500, 1_000_000, 1.0)
     batcher.since = time.monotonic() - 0.3  # the reader last saw the end of the file then
-    batcher.extend([{"eventName": "e"}], 10)
+    batcher.extend([StatsigEvent(eventName="e", time=0)], 10)
     due = batcher.seconds_until_due()
     assert due is not None and 0.6 < due <= 0.7
     batcher.since = None
     batcher.take()
-    batcher.extend([{"eventName": "e"}], 10)
+    batcher.extend([StatsigEvent(eventName="e", time=0)], 10)
     due = batcher.seconds_until_due()
     assert due is not None and due > 0.95
 

@@ -21,8 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..decode.codec import json_type
-from ..decode.event import Event, InvalidEvent, OversizeFields, UnknownFields, to_statsig
+from ..decode.codec import json_type, to_statsig
+from ..decode.event import InvalidEvent, OversizeFields, UnknownFields, event_schema
 from ..logs import LAST_PROBLEM
 from ..settings import ReceiverSettings
 from .appender import Appender, AppendError
@@ -91,25 +91,7 @@ class _CountRequests:
             REQUESTS.labels(path, str(status)).inc()
 
 
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """The model's JSON schema with its $defs inlined (OpenAPI would resolve #/$defs from its root)."""
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return walk(defs[ref.removeprefix("#/$defs/")])
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    result: dict[str, Any] = walk(schema)
-    return result
-
-
-_EVENT_SCHEMA = _inline_refs(Event.model_json_schema())
+_EVENT_SCHEMA = event_schema()
 _OK_SCHEMA = {"type": "object", "properties": {"success": {"type": "boolean"}, "message": {"type": "string"},
                                                 "accepted": {"type": "integer"}}}
 _ERROR_SCHEMA = {"type": "object", "properties": {

@@ -34,8 +34,8 @@ import orjson
 from fastapi import Request, Response
 from prometheus_client import Counter
 
-from ..decode.codec import json_type
-from ..decode.event import InvalidEvent, OversizeFields, UnknownFields, to_statsig
+from ..decode.codec import json_type, to_statsig
+from ..decode.event import InvalidEvent, OversizeFields, UnknownFields
 from ..logs import redact
 from ..model import Rejection
 from ..settings import RelaySettings
