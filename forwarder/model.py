@@ -6,7 +6,30 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-StatsigEvent = dict[str, Any]
+import msgspec
+
+_encode = msgspec.json.Encoder().encode
+
+
+class StatsigEvent(msgspec.Struct, omit_defaults=True, gc=False):
+    """One event as Statsig's intake takes it: the pipeline's event from decode to sink.
+
+    Nested objects are `msgspec.Raw` (JSON text, sent as it came): `user` always, `metadata`,
+    `secondaryExposures` and `statsigMetadata` when present (None: left out).
+    """
+
+    eventName: str
+    time: int
+    user: Any = None
+    value: str | int | float | None = None
+    metadata: Any = None
+    secondaryExposures: Any = None
+    statsigMetadata: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The event as plain JSON values (tests, dry runs, rules that read nested fields)."""
+        result: dict[str, Any] = msgspec.json.decode(_encode(self))
+        return result
 
 
 @dataclass(slots=True)

@@ -1,13 +1,46 @@
-"""Bytes of one line -> Statsig event, or the reason it cannot be one."""
+"""Bytes -> Statsig events, or the reason each cannot be one: one line, a chunk of lines, a request body.
+
+Every entry point runs the same definition (event.py). The many-event ones (`decode_chunk`,
+`decode_events`) decode everything in one msgspec call; when that call refuses anything they
+fall back to one object at a time (`decode_line`), so a bad one costs only itself and gets
+the same reason it would get alone.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-import orjson
+import msgspec
+from msgspec import Raw
 
 from ..model import StatsigEvent
-from .event import DroppedByStatsig, InvalidEvent, OversizeFields, UnknownFields, to_statsig
+from .event import (
+    FILE_FIELDS,
+    MAX_DEPTH,
+    SDK_FIELDS,
+    DroppedByStatsig,
+    FileEvent,
+    InvalidEvent,
+    OversizeFields,
+    SdkEvent,
+    UnknownFields,
+    check_statsig_rules,
+    describe,
+    dropped_name,
+    is_sdk_shaped,
+    nesting,
+    to_wire,
+    too_deep,
+)
+
+_FILE = msgspec.json.Decoder(FileEvent)
+_SDK = msgspec.json.Decoder(SdkEvent)
+_FIELDS = msgspec.json.Decoder(dict[str, Raw]).decode
+_ANY = msgspec.json.Decoder().decode
+_ENCODE = msgspec.json.Encoder().encode
+_REFUSED = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
 
 
 class LineError(ValueError):
@@ -22,41 +55,117 @@ class StatsigRuleError(LineError):
         self.over = over
 
 
+@dataclass(slots=True)
+class Decoded:
+    """A valid event, the fields over Statsig's size limits (sent as they are under oversize_fields
+    = "send"; counted), and whether the input had its own time."""
+
+    event: StatsigEvent
+    over: list[str]
+    timed: bool
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def decode_line(line: bytes, unknown_fields: UnknownFields = "metadata",
                 oversize_fields: OversizeFields = "send") -> StatsigEvent:
-    """Parse and validate one line (without its newline).
-
-    Hot loops may try `orjson.loads` + `event.fast_path` themselves first and call this
-    only when that declines: it gives the same result, and the reason when there is none.
-    """
-    return decode_object(parse_line(line), unknown_fields, oversize_fields)
+    """Decode and validate one line (without its newline); raises LineError (StatsigRuleError
+    for what Statsig's rules refuse, with `.over`)."""
+    return judge_line(line, unknown_fields, oversize_fields).event
 
 
-def parse_line(line: bytes) -> dict[str, Any]:
-    """The JSON object of one line, before validation (raises LineError like decode_line)."""
+def judge_line(line: bytes | Raw, unknown_fields: UnknownFields = "metadata",
+               oversize_fields: OversizeFields = "send", now: int | None = None) -> Decoded:
+    """decode_line with everything the reader needs to know; `now` stands for a missing time."""
     try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as e:
-        raise _parse_error(line, e) from None
-    if type(obj) is not dict:
-        raise LineError(f"not a JSON object: got {json_type(obj)}")
-    return obj
+        ev: FileEvent | SdkEvent = _FILE.decode(line)
+    except _REFUSED:
+        return _slow(line, unknown_fields, oversize_fields, now_ms() if now is None else now)
+    return _finish(ev, now_ms() if now is None else now, None, oversize_fields)
 
 
-def decode_object(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata",
-                  oversize_fields: OversizeFields = "send") -> StatsigEvent:
-    """Validate an object from parse_line; decode_line(x) == decode_object(parse_line(x))."""
+def _finish(ev: FileEvent | SdkEvent, now: int, metadata: Raw | None, oversize: OversizeFields) -> Decoded:
     try:
-        return to_statsig(obj, unknown_fields, oversize_fields)
+        wire = to_wire(ev, now, metadata)
+        over = check_statsig_rules(wire, oversize)
     except DroppedByStatsig as e:
         raise StatsigRuleError(f"invalid event: {e}", e.over) from None
     except InvalidEvent as e:
         raise LineError(f"invalid event: {e}") from None
+    return Decoded(wire, over, ev.time is not None)
 
 
-def _parse_error(line: bytes, e: orjson.JSONDecodeError) -> LineError:
+def _slow(line: bytes | Raw, unknown: UnknownFields, oversize: OversizeFields, now: int) -> Decoded:
+    """The per-line step for what the Structs refused: JSON errors, the SDK shape, unknown
+    top-level keys, and the reason for everything else."""
     try:
-        line.decode("utf-8")
+        fields = _FIELDS(line)
+    except msgspec.ValidationError as e:
+        raise LineError(f"not a JSON object: got {_got(str(e))}") from None
+    except msgspec.DecodeError as e:
+        raise _parse_error(line, e) from None
+    except RecursionError:
+        raise LineError(f"invalid event: {too_deep()}") from None
+    sdk = is_sdk_shaped(fields)
+    known = SDK_FIELDS if sdk else FILE_FIELDS
+    extra = [k for k in fields if k not in known]
+    body: bytes | Raw = line
+    if extra:
+        if unknown == "reject":
+            raise LineError("invalid event: unknown field(s): " + ", ".join(sorted(extra)))
+        body = _ENCODE({k: v for k, v in fields.items() if k in known})
+    try:
+        ev: FileEvent | SdkEvent = (_SDK if sdk else _FILE).decode(body)
+    except msgspec.ValidationError as e:
+        refusal = _name_refusal(fields.get("eventName" if sdk else "event_name"), str(e))
+        if refusal is not None:
+            raise StatsigRuleError(f"invalid event: {refusal}", []) from None
+        raise LineError(f"invalid event: {describe(e)}") from None
+    except msgspec.DecodeError as e:
+        raise _parse_error(line, e) from None
+    except RecursionError:
+        raise LineError(f"invalid event: {too_deep()}") from None
+    metadata = None
+    if extra:
+        try:
+            metadata = _merge(fields, extra)
+        except InvalidEvent as e:
+            raise LineError(f"invalid event: {e}") from None
+    return _finish(ev, now, metadata, oversize)
+
+
+def _merge(fields: dict[str, Raw], extra: list[str]) -> Raw:
+    """metadata with the unknown top-level keys added (metadata's own keys win)."""
+    merged = {k: fields[k] for k in extra}
+    own = fields.get("metadata")
+    if own is not None and bytes(own) != b"null":
+        if bytes(memoryview(own)[:1]) != b"{":
+            raise InvalidEvent(f"metadata: Expected `object`, got `{json_type(_ANY(own))}`")
+        merged.update(_FIELDS(own))
+    return Raw(_ENCODE(merged))
+
+
+def _name_refusal(raw: Raw | None, message: str) -> DroppedByStatsig | None:
+    if raw is None or "matching regex" not in message:
+        return None
+    try:
+        name = msgspec.json.decode(raw, type=str)
+    except msgspec.DecodeError:
+        return None
+    return dropped_name(name)
+
+
+def _got(message: str) -> str:
+    """The JSON type named by msgspec's `Expected `object`, got `array``."""
+    kind = message.rpartition("got `")[2].partition("`")[0]
+    return {"str": "string", "int": "number", "float": "number", "bool": "boolean"}.get(kind, kind)
+
+
+def _parse_error(line: bytes | Raw, e: msgspec.DecodeError) -> LineError:
+    try:
+        bytes(line).decode("utf-8")
     except UnicodeDecodeError as u:
         return LineError(f"invalid UTF-8 at byte {u.start}")
     return LineError(f"invalid JSON: {e}")
@@ -68,3 +177,173 @@ def json_type(obj: object) -> str:
         return "null"
     names = {list: "array", dict: "object", str: "string", bool: "boolean", int: "number", float: "number"}
     return names.get(type(obj), type(obj).__name__)
+
+
+# -- many events in one call ---------------------------------------------------------------
+@dataclass(slots=True)
+class Many:
+    """A whole chunk or body decoded in one call: the events in order, the (index, fields) of
+    those over Statsig's size limits, and the indexes of those without their own time."""
+
+    events: list[StatsigEvent]
+    over: list[tuple[int, list[str]]] = field(default_factory=list)
+    untimed: list[int] = field(default_factory=list)
+
+
+class ChunkDecoder:
+    """Decodes chunks of NDJSON lines in one msgspec call each, trying first the shape that
+    worked last (a file tends to hold one shape)."""
+
+    def __init__(self) -> None:
+        self._decoders = [_FILE, _SDK]
+
+    def decode(self, data: bytes, oversize: OversizeFields = "send", now: int | None = None) -> Many | None:
+        """All lines of `data` (whole lines; the last may lack its newline), or None when any
+        line needs the per-line step: a refused or blank line, a line in the other shape, two
+        objects on one line or one object over two (decode_lines reads a stream of values, so
+        one value per line is checked here: every inner newline must sit in `}\\n{`)."""
+        items = None
+        for i, decoder in enumerate(self._decoders):
+            try:
+                items = decoder.decode_lines(data)
+            except _REFUSED:
+                continue
+            if i:
+                self._decoders.reverse()
+            break
+        if items is None:
+            return None
+        inner = data.count(b"\n") - data.endswith(b"\n")
+        if len(items) != inner + 1 or (inner and data.count(b"}\n{") + data.count(b"}\r\n{") != inner):
+            return None
+        return _wire_all(items, oversize, now_ms() if now is None else now)
+
+
+def _wire_all(items: list[Any], oversize: OversizeFields, now: int) -> Many | None:
+    """The Statsig events of decoded items, or None if any needs the per-line step to explain it."""
+    out = Many([])
+    events = out.events
+    append = events.append
+    try:
+        for ev in items:
+            if ev.time is None:
+                out.untimed.append(len(events))
+            wire = to_wire(ev, now)
+            over = check_statsig_rules(wire, oversize)
+            if over:
+                out.over.append((len(events), over))
+            append(wire)
+    except InvalidEvent:
+        return None
+    return out
+
+
+# -- request bodies --------------------------------------------------------------------------
+BodyShape = Literal["array", "sdk", "one"]
+_BODY_FILE = {"array": msgspec.json.Decoder(list[FileEvent]), "one": msgspec.json.Decoder(FileEvent)}
+_BODY_SDK = {"array": msgspec.json.Decoder(list[SdkEvent]), "one": msgspec.json.Decoder(SdkEvent)}
+
+
+class _SdkBatch(msgspec.Struct):
+    events: list[SdkEvent]
+
+
+class _SdkBatchRaw(msgspec.Struct):
+    events: list[Raw]
+
+
+_SDK_BATCH = msgspec.json.Decoder(_SdkBatch)
+_SDK_BATCH_RAW = msgspec.json.Decoder(_SdkBatchRaw)
+_LIST_RAW = msgspec.json.Decoder(list[Raw])
+
+
+class BodyError(ValueError):
+    """The body as a whole is not what the endpoint takes (not JSON, wrong shape); str(e) says why."""
+
+
+def decode_events(body: bytes, shape: BodyShape, unknown_fields: UnknownFields = "metadata",
+                  oversize_fields: OversizeFields = "send",
+                  now: int | None = None) -> list[Decoded | LineError]:
+    """Every event of a request body, in order: a Decoded, or the LineError saying why not.
+
+    shape "array": a JSON array of events (`/v1/analytics/batch`); "one": one event object
+    (`/v1/analytics/events`); "sdk": Statsig's `{"events": [...], ...}` (the relay). Each
+    event may be in either form (FileEvent or SdkEvent), as a line may. One msgspec call
+    decodes the whole body when every event is plain; otherwise each is decoded alone with
+    `judge_line`, so each bad one gets its own reason and the others are unaffected. Raises
+    BodyError when the body itself is refused: not JSON, not the shape, or nested past any
+    event's depth limit in a way that hides where the events are.
+    """
+    now = now_ms() if now is None else now
+    fast = _decode_body_fast(body, shape, oversize_fields, now)
+    if fast is not None:
+        return fast
+    results: list[Decoded | LineError] = []
+    for raw in _split_body(body, shape):
+        try:
+            results.append(judge_line(raw, unknown_fields, oversize_fields, now))
+        except LineError as e:
+            results.append(e)
+    return results
+
+
+def _decode_body_fast(body: bytes, shape: BodyShape, oversize: OversizeFields, now: int) -> list[Decoded | LineError] | None:
+    items: Any = None
+    try:
+        if shape == "sdk":
+            items = _SDK_BATCH.decode(body).events
+        else:
+            items = _BODY_FILE[shape].decode(body)
+    except _REFUSED:
+        if shape == "sdk":
+            return None
+        try:
+            items = _BODY_SDK[shape].decode(body)
+        except _REFUSED:
+            return None
+    if shape == "one":
+        items = [items]
+    many = _wire_all(items, oversize, now)
+    if many is None:
+        return None
+    over = dict(many.over)
+    untimed = set(many.untimed)
+    return [Decoded(ev, over.get(i, []), i not in untimed) for i, ev in enumerate(many.events)]
+
+
+def _split_body(body: bytes, shape: BodyShape) -> list[Raw]:
+    """The events of a body as raw JSON texts (BodyError when the body is refused as a whole)."""
+    try:
+        if shape == "one":
+            _ANY_RAW.decode(body)
+            return [Raw(body)]
+        if shape == "array":
+            return _LIST_RAW.decode(body)
+        return _SDK_BATCH_RAW.decode(body).events
+    except msgspec.ValidationError as e:
+        if shape == "array":
+            raise BodyError(f"expected a JSON array of events, got {_got(str(e))}") from None
+        raise BodyError(f'expected {{"events": [...], "statsigMetadata": {{...}}}}: {describe(e)}') from None
+    except msgspec.DecodeError as e:
+        raise BodyError(f"invalid JSON: {e}") from None
+    except RecursionError:
+        raise BodyError(f"nested deeper than an event may be ({MAX_DEPTH} levels, the event counting as "
+                        "one): no event of this body was read") from None
+
+
+_ANY_RAW = msgspec.json.Decoder(Raw)
+
+
+def encode_line(event: StatsigEvent) -> bytes:
+    """One event as a line in Statsig's shape (no newline): decode_line gives the same event back."""
+    return _ENCODE(event)
+
+
+def encode_events(events: list[StatsigEvent]) -> bytes:
+    """Events as NDJSON, each line ending in a newline."""
+    return b"".join([_ENCODE(e) + b"\n" for e in events])
+
+
+def depth_of(data: bytes) -> int:
+    """How deep objects/arrays nest in JSON text (for diagnostics; brackets in strings ignored)."""
+    return nesting(data)

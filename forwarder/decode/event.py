@@ -1,36 +1,31 @@
-"""The event model: what one NDJSON line may contain, and its Statsig wire shape.
+"""The definition of a valid event: msgspec Structs, and the one small step a Struct cannot say.
 
-A line takes one of two forms. The project's own form (`event_name`, `user_id`, ...) is
-defined by `Event`; Statsig's own event shape (`eventName`, `user`, `value`, `metadata`,
-`time`, `secondaryExposures`, `statsigMetadata`), as Statsig SDKs send it to the relay,
-is defined by `SdkEvent`. A line is in Statsig's shape when it has `eventName` and no
-`event_name`. `to_statsig` maps a decoded JSON object to the event Statsig's intake
-expects: an `Event` is mapped field by field, an `SdkEvent` is passed on as it came
-(null fields and the user's privateAttributes left out). Plain, common lines of either
-form take a fast path that accepts only a strict subset of what the model accepts;
-everything else (ISO times, aliases, nulls, unknown keys, any error) goes through the
-model, which decides and explains.
+A line (or a request's event) takes one of two forms. The project's own form (`event_name`,
+`user_id`, `user`, `value`, `metadata`, `time`) is `FileEvent`; Statsig's own event shape
+(`eventName`, `user`, `value`, `metadata`, `time`, `secondaryExposures`, `statsigMetadata`),
+as Statsig SDKs send it to the relay, is `SdkEvent`. An object is in Statsig's shape when it
+has `eventName` and no `event_name`. The Structs carry the types, the required fields,
+Statsig's name rule and the length bounds, and msgspec checks them in one C call for a whole
+chunk or body. Nested objects (`metadata`, an SDK event's `user`, `secondaryExposures`,
+`statsigMetadata`, `user.custom`) stay `msgspec.Raw`: their syntax is checked, and they are
+sent as they came, never turned into Python objects.
+
+What a Struct cannot say is `to_wire`, run per decoded event: the `user_id` shorthand and the
+anonymous user, a missing `time` (the read time) or an ISO-8601 one, that a Raw field is an
+object, the nesting depth (`MAX_DEPTH`) and Statsig's size limits (`over_limits`). Unknown
+top-level keys (moved into `metadata`, or refused) are handled by the per-line step in
+codec.py, which runs only for lines the Structs refuse.
 """
 
 from __future__ import annotations
 
 import re
-import time as _time
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-    field_validator,
-)
+from msgspec import Meta, Raw
 
 from ..model import StatsigEvent
 
@@ -39,124 +34,125 @@ OversizeFields = Literal["send", "reject"]
 ANONYMOUS = "anonymous"
 MAX_EVENT_NAME = 128
 # 9999-12-31T23:59:59.999Z. Beyond it a time is nonsense, and past 2**64 it cannot even be
-# encoded (orjson refuses such integers), which used to kill the sender thread.
+# encoded, which used to kill the sender thread.
 MAX_TIME_MS = 253_402_300_799_999
+# Objects and arrays may nest this deep in an event, the event object itself counting as one
+# level (`{"event_name": "e", "metadata": {"a": [1]}}` is 3 deep). Decided at decode, the same
+# for `validate`, the reader, the receiver and the relay: far below what msgspec can decode
+# (about 1,000 levels: RecursionError) and what any encoder on the way writes (orjson: 254).
+MAX_DEPTH = 64
 
-# Statsig's own acceptance rules (its docs, guides/logging-events.mdx, quoted in
-# ../shared/statsig-wire.md). A 202 does not mean such an event is kept.
+# Statsig's own acceptance rules (its docs, guides/logging-events.mdx; docs/statsig-rules.md).
 #   "Statsig drops events that match this regex/contain this character set:
 #    \[]{}<>#=;&$%| plus NUL, LF, CR."  -> always dead-lettered (nothing to gain by sending).
 #   "Object fields have an overall limit of 4096 on its stringified length. String fields
 #    have a limit of 64 on its length."  Whether Statsig truncates or drops is undocumented,
 #   so `oversize_fields` chooses: send as is (and count), or reject to the dead-letter file.
-# String fields: eventName, and value when it is a string. Object fields: metadata and user
-# (user.custom and the rest count within user; a user agent alone often exceeds 64).
+# String fields: eventName, and value when it is a string. Object fields: metadata and user.
 DROPPED_NAME_CHARS = "\\[]{}<>#=;&$%|\0\r\n"
 _DROPPED_NAME = re.compile(r"[\\\[\]{}<>#=;&$%|\x00\r\n]").search
+NAME_PATTERN = r"^[^\\\[\]{}<>#=;&$%|\x00\r\n]*$"  # anchored: msgspec's pattern is a search
 MAX_STRING_FIELD = 64
 MAX_OBJECT_FIELD = 4096
 OVERSIZE_FIELDS = ("event_name", "value", "metadata", "user")  # as the input names them
-# A line this short cannot hold an object field over MAX_OBJECT_FIELD once re-encoded:
-# strings never grow (UTF-8 bytes >= UTF-16 units), a number at most 4.5-fold ("9e15" ->
-# 9000000000000000.0), and the forwarder adds at most `"userID":"anonymous",`.
-SAFE_LINE_BYTES = MAX_OBJECT_FIELD * 2 // 11
+# An object whose JSON text is this short cannot be over MAX_OBJECT_FIELD stringified, whatever
+# it holds: strings never grow (UTF-8 bytes >= UTF-16 units, escapes only shrink), a number at
+# most 4.5-fold ("9e15" -> 9000000000000000.0), and the forwarder adds at most
+# `"userID":"anonymous",`. Up to MAX_OBJECT_FIELD, only a number with an exponent can grow.
+SAFE_OBJECT_BYTES = MAX_OBJECT_FIELD * 2 // 11
+SAFE_LINE_BYTES = SAFE_OBJECT_BYTES  # the same bound, for a whole line
+_EXPONENT = re.compile(rb"[0-9][eE]").search
+# A Raw this short cannot nest deeper than the levels left for it (each level takes 2 bytes).
+_DEPTH_SAFE_BYTES = 2 * MAX_DEPTH - 4
 
-_USER_KINDS: dict[str, type] = {
-    **dict.fromkeys(("userID", "email", "ip", "userAgent", "country", "locale", "appVersion"), str),
-    **dict.fromkeys(("custom", "customIDs", "privateAttributes", "statsigEnvironment"), dict),
-}
-
-
-class User(BaseModel):
-    """The Statsig user an event is about (`userID` may also be spelled `user_id`)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    userID: StrictStr | None = Field(None, validation_alias=AliasChoices("userID", "user_id"))
-    email: StrictStr | None = None
-    ip: StrictStr | None = None
-    userAgent: StrictStr | None = None
-    country: StrictStr | None = None
-    locale: StrictStr | None = None
-    appVersion: StrictStr | None = None
-    custom: dict[str, Any] | None = None
-    customIDs: dict[str, StrictStr | StrictInt | StrictFloat] | None = None
-    privateAttributes: dict[str, Any] | None = None
-    statsigEnvironment: dict[str, StrictStr] | None = None
+Name = Annotated[str, Meta(min_length=1, max_length=MAX_EVENT_NAME, pattern=NAME_PATTERN,
+                           description="1-128 characters, none of \\[]{}<>#=;&$%|, NUL, CR, LF "
+                           "(Statsig drops those); over 64 is over Statsig's limit")]
+Time = Annotated[int, Meta(ge=0, le=MAX_TIME_MS)]
+TimeF = Annotated[float, Meta(ge=0, le=MAX_TIME_MS)]
+TimeField = Time | TimeF | str | None  # epoch ms, or ISO-8601 (UTC when it has no zone)
+Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+Value = str | Int64 | float | None
+_OBJECT = {"type": ["object", "null"]}
+# A JSON object kept as its text (msgspec cannot type a Raw; `to_wire` checks it is an object).
+ObjectRaw = Annotated[Raw, Meta(extra_json_schema=_OBJECT)]
+ListRaw = Annotated[Raw, Meta(extra_json_schema={"type": ["array", "null"], "items": {"type": "object"}})]
 
 
-class Event(BaseModel):
+class FileUser(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """The Statsig user of a FileEvent (`userID` may also be spelled `user_id`); no other keys."""
+
+    userID: str | None = None
+    user_id: str | None = None
+    email: str | None = None
+    ip: str | None = None
+    userAgent: str | None = None
+    country: str | None = None
+    locale: str | None = None
+    appVersion: str | None = None
+    custom: ObjectRaw = None
+    customIDs: dict[str, str | Int64 | float] | None = None
+    privateAttributes: ObjectRaw = None  # never sent
+    statsigEnvironment: dict[str, str] | None = None
+
+
+class SdkUser(msgspec.Struct, gc=False):
+    """The user of an SdkEvent: typed like FileUser, and other keys pass (SDKs add some). Only
+    checks: the user is sent as it came (without privateAttributes and null fields)."""
+
+    userID: str | None = None
+    email: str | None = None
+    ip: str | None = None
+    userAgent: str | None = None
+    country: str | None = None
+    locale: str | None = None
+    appVersion: str | None = None
+    custom: ObjectRaw = None
+    customIDs: dict[str, str | Int64 | float] | None = None
+    privateAttributes: ObjectRaw = None
+    statsigEnvironment: dict[str, str] | None = None
+
+
+class FileEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One analytics event as the backend writes it (one JSON object per line)."""
 
-    model_config = ConfigDict(extra="allow")
-
-    event_name: StrictStr = Field(min_length=1, max_length=MAX_EVENT_NAME)
-    user_id: StrictStr | None = None
-    user: User | None = None
-    value: StrictStr | StrictInt | StrictFloat | None = None
-    metadata: dict[str, Any] | None = None
-    time: int | None = Field(None, description="epoch milliseconds, or an ISO-8601 string")
-
-    @field_validator("time", mode="before")
-    @classmethod
-    def _time_to_epoch_ms(cls, v: Any) -> Any:
-        return _epoch_ms(v)
+    event_name: Name
+    user_id: str | None = None
+    user: FileUser | None = None
+    value: Value = None
+    metadata: ObjectRaw = None
+    time: TimeField = None
 
 
-def _epoch_ms(v: Any) -> Any:
-    """A line's `time` (epoch ms, possibly fractional, or ISO-8601) as integer epoch ms."""
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        raise ValueError("time must be epoch milliseconds or an ISO-8601 string")
-    if isinstance(v, int | float):
-        if not 0 <= v <= MAX_TIME_MS:  # also false for NaN
-            raise ValueError("time must be epoch milliseconds between 0 and year 9999")
-        return int(v)
-    if isinstance(v, str):
-        ms = iso_to_epoch_ms(v)
-        if ms < 0:
-            raise ValueError(f"time {v!r} is before 1970")
-        return ms
-    raise ValueError("time must be epoch milliseconds or an ISO-8601 string")
-
-
-class SdkUser(User):
-    """The user of a Statsig-shaped event: typed like `User`, and other keys pass (SDKs add some)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    userID: StrictStr | None = None
-
-
-class SdkEvent(BaseModel):
+class SdkEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One event in Statsig's own shape, as a Statsig SDK logs it (forwarded as it came)."""
 
-    model_config = ConfigDict(extra="allow")
-
-    eventName: StrictStr = Field(min_length=1, max_length=MAX_EVENT_NAME)
-    user: SdkUser | None = None
-    value: StrictStr | StrictInt | StrictFloat | None = None
-    metadata: dict[str, Any] | None = None
-    time: int | None = Field(None, description="epoch milliseconds, or an ISO-8601 string")
-    secondaryExposures: list[dict[str, Any]] | None = None
-    statsigMetadata: dict[str, Any] | None = None
-
-    @field_validator("time", mode="before")
-    @classmethod
-    def _time_to_epoch_ms(cls, v: Any) -> Any:
-        return _epoch_ms(v)
+    eventName: Name
+    user: Annotated[Raw, Meta(extra_json_schema={"type": ["object", "null"],
+                                                 "description": "a Statsig user (typed as FileUser; "
+                                                 "other keys pass)"})] = None
+    value: Value = None
+    metadata: ObjectRaw = None
+    time: TimeField = None
+    secondaryExposures: ListRaw = None
+    statsigMetadata: ObjectRaw = None
 
 
-def iso_to_epoch_ms(text: str) -> int:
-    """Epoch milliseconds of an ISO-8601 date/time (UTC when it has no zone); ValueError otherwise."""
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"time {text!r} is neither ISO-8601 nor epoch milliseconds") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+FILE_FIELDS = frozenset(FileEvent.__struct_fields__)
+SDK_FIELDS = frozenset(SdkEvent.__struct_fields__)
+
+_ENCODE = msgspec.json.Encoder().encode
+_SDK_USER = msgspec.json.Decoder(SdkUser).decode
+_FIELDS = msgspec.json.Decoder(dict[str, Raw]).decode
+
+
+class _Object(msgspec.Struct):
+    """Any JSON object (decoding one checks its syntax and type, and keeps nothing)."""
+
+
+_OBJECTS = msgspec.json.Decoder(list[_Object]).decode
+ANONYMOUS_USER = Raw(b'{"userID":"anonymous"}')
+_LBRACE, _NULL, _LBRACKET = ord("{"), ord("n"), ord("[")
 
 
 class InvalidEvent(ValueError):
@@ -174,178 +170,218 @@ class DroppedByStatsig(InvalidEvent):
         self.over = over or []
 
 
-def to_statsig(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata",
-               oversize_fields: OversizeFields = "send", line_bytes: int | None = None) -> StatsigEvent:
-    """Validate one decoded line and return its Statsig wire event (raises InvalidEvent).
-
-    `line_bytes`: the length of `obj` as a JSON line, when known (see `fast_path`)."""
-    slow = _slow_sdk if is_sdk_shaped(obj) else _slow
-    return fast_path(obj, line_bytes) or slow(obj, unknown_fields, oversize_fields)
+def is_sdk_shaped(keys: Any) -> bool:
+    """Whether an object (its keys) is in Statsig's own event shape rather than the project's form."""
+    return "eventName" in keys and "event_name" not in keys
 
 
-def is_sdk_shaped(obj: dict[str, Any]) -> bool:
-    """Whether a line is in Statsig's own event shape rather than the project's own form."""
-    return "eventName" in obj and "event_name" not in obj
+def _object(raw: Raw | None, field: str) -> Raw | None:
+    """`raw` if it is an object, None for null; InvalidEvent for any other JSON value."""
+    if raw is None:
+        return None
+    first = memoryview(raw)[0]
+    if first == _LBRACE:
+        return raw
+    if first == _NULL:
+        return None
+    raise InvalidEvent(f"{field}: Expected `object`, got `{_json_type_of(raw)}`")
 
 
-def fast_path(d: dict[str, Any], line_bytes: int | None = None) -> StatsigEvent | None:
-    """The common case without pydantic; None means "let the model decide".
+def _json_type_of(raw: Raw) -> str:
+    first = bytes(memoryview(raw)[:1])
+    return {b"[": "array", b'"': "str", b"t": "bool", b"f": "bool"}.get(first, "number")
 
-    Accepts only plain, non-null values of the known fields, within Statsig's rules; `seen`
-    counts them so that any other key (unknown, or an explicit null) sends the line to the
-    model. `line_bytes`, the length of the line `d` was parsed from, lets short lines skip
-    measuring the object fields.
+
+def check_depth(raw: Raw | bytes, levels: int, field: str) -> None:
+    """InvalidEvent when `raw` nests more than `levels` levels of objects and arrays."""
+    if len(raw) <= 2 * levels:
+        return
+    data = bytes(raw)
+    if data.count(b"{") + data.count(b"[") <= levels:
+        return
+    if nesting(data) > levels:
+        raise InvalidEvent(too_deep(field))
+
+
+def too_deep(field: str = "event") -> str:
+    return f"{field} nests objects/arrays deeper than {MAX_DEPTH} levels (the event counting as one)"
+
+
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+
+
+def nesting(data: bytes) -> int:
+    """How deep objects and arrays nest in JSON text (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for m in _TOKENS.finditer(data):
+        c = m.group()
+        if c in (b"{", b"["):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in (b"}", b"]"):
+            depth -= 1
+    return deepest
+
+
+def iso_to_epoch_ms(text: str) -> int:
+    """Epoch milliseconds of an ISO-8601 date/time (UTC when it has no zone); ValueError otherwise."""
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"time {text!r} is neither ISO-8601 nor epoch milliseconds") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def _epoch_ms(t: float | str) -> int:
+    """A decoded `time` that is not a plain int: fractional epoch ms, or ISO-8601."""
+    if type(t) is float:
+        return int(t)
+    try:
+        ms = iso_to_epoch_ms(t)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise InvalidEvent(f"time: {e}") from None
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise InvalidEvent(f"time: {t!r} is not between 1970 and year 9999")
+    return ms
+
+
+def _file_user(user: FileUser, user_id: str | None) -> Raw:
+    """The Statsig user of a FileEvent: aliases resolved, anonymous when no id, privateAttributes out."""
+    if user.userID is None:
+        user.userID = user.user_id if user.user_id is not None else user_id if user_id is not None else ANONYMOUS
+    user.user_id = None
+    user.privateAttributes = None
+    if user.custom is not None:
+        user.custom = _object(user.custom, "user.custom")
+    return Raw(_ENCODE(user))
+
+
+def _sdk_user(raw: Raw | None) -> Raw | None:
+    """An SdkEvent's user, checked as SdkUser; sent as it came unless it has privateAttributes or nulls."""
+    raw = _object(raw, "user")
+    if raw is None:
+        return None
+    try:
+        user = _SDK_USER(raw)
+    except msgspec.ValidationError as e:
+        raise InvalidEvent(describe(e, "user")) from None
+    if user.custom is not None:
+        _object(user.custom, "user.custom")
+    if user.privateAttributes is not None or b"null" in bytes(raw):
+        fields = _FIELDS(raw)
+        raw = Raw(_ENCODE({k: v for k, v in fields.items() if k != "privateAttributes" and bytes(v) != b"null"}))
+    return raw
+
+
+def to_wire(ev: FileEvent | SdkEvent, now: int, metadata: Raw | None = None) -> StatsigEvent:
+    """The Statsig event of a decoded line (raises InvalidEvent): what the Structs cannot say.
+
+    `now` (epoch ms) stands for a missing time; `metadata`, when given, replaces the event's
+    own (the per-line step merged unknown keys into it). Statsig's name rule and size limits
+    are not checked here: see `check_statsig_rules`.
     """
-    name = d.get("event_name")
-    if type(name) is not str or not 0 < len(name) <= MAX_STRING_FIELD:
-        return _fast_sdk(d, line_bytes) if name is None and is_sdk_shaped(d) else None
-    if not name.isidentifier() and _DROPPED_NAME(name):
-        return None
-    ev: StatsigEvent = {"eventName": name}
-    seen = 1
-    user_id = d.get("user_id")
-    if user_id is not None:
-        if type(user_id) is not str:
-            return None
-        seen += 1
-    user = d.get("user")
-    if user is None:
-        ev["user"] = {"userID": user_id if user_id is not None else ANONYMOUS}
-    else:
-        if type(user) is not dict or not _plain_user(user):
-            return None
-        seen += 1
-        if "userID" not in user or "privateAttributes" in user:
-            user = {k: v for k, v in user.items() if k != "privateAttributes"}
-            user.setdefault("userID", user_id if user_id is not None else ANONYMOUS)
-        ev["user"] = user
-    value = d.get("value")
-    if value is not None:
-        if type(value) not in _VALUE_TYPES or (type(value) is str and len(value) > MAX_STRING_FIELD):
-            return None
-        ev["value"] = value
-        seen += 1
-    metadata = d.get("metadata")
-    if metadata is not None:
-        if type(metadata) is not dict:
-            return None
-        ev["metadata"] = metadata
-        seen += 1
-    t = d.get("time")
-    if t is None:
-        t = int(_time.time() * 1000)
-    elif type(t) is not int or not 0 <= t <= MAX_TIME_MS:
-        return None
-    else:
-        seen += 1
-    ev["time"] = t
-    if seen != len(d):
-        return None
-    if (line_bytes is None or line_bytes > SAFE_LINE_BYTES) and _objects_over(ev):
-        return None
-    return ev
-
-
-_VALUE_TYPES = (str, int, float)
-# Statsig-shaped fields and the types the fast path takes as they are (null: left out).
-_SDK_KINDS: dict[str, tuple[type, ...]] = {
-    "eventName": (str,), "user": (dict,), "value": _VALUE_TYPES, "metadata": (dict,), "time": (int,),
-    "secondaryExposures": (list,), "statsigMetadata": (dict,),
-}
-
-
-def _fast_sdk(d: dict[str, Any], line_bytes: int | None) -> StatsigEvent | None:
-    """fast_path for a Statsig-shaped line: the event as it came, without its null fields."""
-    name = d["eventName"]
-    if type(name) is not str or not 0 < len(name) <= MAX_STRING_FIELD:
-        return None
-    if not name.isidentifier() and _DROPPED_NAME(name):
-        return None
-    ev: StatsigEvent = {}
-    kinds = _SDK_KINDS
-    for k, v in d.items():
-        kind = kinds.get(k)
-        if kind is None:  # unknown key: the model applies unknown_fields
-            return None
-        if v is None:
-            continue
-        if type(v) not in kind:
-            return None
-        ev[k] = v
-    user = ev.get("user")
+    t = ev.time
+    if type(t) is not int:
+        t = now if t is None else _epoch_ms(t)  # type: ignore[arg-type]
+    m = _object(ev.metadata if metadata is None else metadata, "metadata")
+    if m is not None:
+        check_depth(m, MAX_DEPTH - 1, "metadata")
+    if type(ev) is FileEvent:
+        if ev.user is None:
+            uid = ev.user_id
+            user: Raw | None = ANONYMOUS_USER if uid is None else Raw(b'{"userID":' + _ENCODE(uid) + b"}")
+        else:
+            user = _file_user(ev.user, ev.user_id)
+            check_depth(user, MAX_DEPTH - 1, "user")
+        return StatsigEvent(ev.event_name, t, user, ev.value, m)
+    assert type(ev) is SdkEvent
+    user = _sdk_user(ev.user)
     if user is not None:
-        if not _plain_user(user):
-            return None
-        if "privateAttributes" in user:
-            ev["user"] = {k: v for k, v in user.items() if k != "privateAttributes"}
-    exposures = ev.get("secondaryExposures")
-    if exposures is not None and not all(type(x) is dict for x in exposures):
-        return None
-    value = ev.get("value")
-    if type(value) is str and len(value) > MAX_STRING_FIELD:
-        return None
-    t = ev.get("time")
-    if t is None:
-        ev["time"] = int(_time.time() * 1000)
-    elif not 0 <= t <= MAX_TIME_MS:
-        return None
-    if (line_bytes is None or line_bytes > SAFE_LINE_BYTES) and _objects_over(ev):
-        return None
-    return ev
+        check_depth(user, MAX_DEPTH - 1, "user")
+    exposures = ev.secondaryExposures
+    if exposures is not None:
+        exposures = _exposures(exposures)
+    sm = _object(ev.statsigMetadata, "statsigMetadata")
+    if sm is not None:
+        check_depth(sm, MAX_DEPTH - 1, "statsigMetadata")
+    return StatsigEvent(ev.eventName, t, user, ev.value, m, exposures, sm)
 
 
-def _plain_user(user: dict[str, Any]) -> bool:
-    kinds = _USER_KINDS
-    for k, v in user.items():
-        if type(v) is not kinds.get(k):
-            return False
-    if "customIDs" in user and not all(type(x) in (str, int, float) for x in user["customIDs"].values()):
-        return False
-    return "statsigEnvironment" not in user or all(type(x) is str for x in user["statsigEnvironment"].values())
+def _exposures(raw: Raw) -> Raw | None:
+    first = memoryview(raw)[0]
+    if first == _NULL:
+        return None
+    if first != _LBRACKET:
+        raise InvalidEvent(f"secondaryExposures: Expected `array`, got `{_json_type_of(raw)}`")
+    if len(raw) > 2:
+        try:
+            _OBJECTS(raw)
+        except msgspec.ValidationError as e:
+            raise InvalidEvent(describe(e, "secondaryExposures")) from None
+        check_depth(raw, MAX_DEPTH - 1, "secondaryExposures")
+    return raw
 
 
-def over_limits(ev: StatsigEvent, line_bytes: int | None = None) -> list[str]:
+def over_limits(ev: StatsigEvent) -> list[str]:
     """The fields of `ev` over Statsig's size limits (see MAX_STRING_FIELD, MAX_OBJECT_FIELD)."""
     over = []
-    if len(ev["eventName"]) > MAX_STRING_FIELD:
+    if len(ev.eventName) > MAX_STRING_FIELD:
         over.append("event_name")
-    value = ev.get("value")
+    value = ev.value
     if type(value) is str and len(value) > MAX_STRING_FIELD:
         over.append("value")
-    if line_bytes is None or line_bytes > SAFE_LINE_BYTES:
-        for field in ("metadata", "user"):
-            if field in ev and stringified_length(ev[field]) > MAX_OBJECT_FIELD:
-                over.append(field)
+    m = ev.metadata
+    if m is not None and len(m) > SAFE_OBJECT_BYTES and object_over(m):
+        over.append("metadata")
+    u = ev.user
+    if u is not None and len(u) > SAFE_OBJECT_BYTES and object_over(u):
+        over.append("user")
     return over
 
 
+def object_over(raw: Raw | bytes) -> bool:
+    """Is this object over MAX_OBJECT_FIELD stringified? Measured only when its text may be."""
+    if len(raw) <= MAX_OBJECT_FIELD and not _EXPONENT(memoryview(raw)):
+        return False
+    return stringified_length(raw) > MAX_OBJECT_FIELD
+
+
 def stringified_length(obj: Any) -> int:
-    """Length of JSON.stringify(obj) as JavaScript counts it (UTF-16 code units)."""
+    """Length of JSON.stringify(obj) as JavaScript counts it (UTF-16 code units); `obj` a
+    decoded value, or the JSON text of one (Raw or bytes)."""
+    if isinstance(obj, Raw | bytes):
+        obj = msgspec.json.decode(obj)
     try:
         data = orjson.dumps(obj)
     except (TypeError, orjson.JSONEncodeError):
-        return 0  # cannot be sent at all; the sender dead-letters it
+        data = _ENCODE(obj)  # numbers beyond 64 bits: orjson refuses them
     if data.isascii():
         return len(data)
     return len(data.decode("utf-8").encode("utf-16-le")) // 2
 
 
-def _objects_over(ev: StatsigEvent) -> bool:
-    return any(f in ev and stringified_length(ev[f]) > MAX_OBJECT_FIELD
-               for f in ("metadata", "user"))
+def dropped_name(name: str) -> DroppedByStatsig | None:
+    """The refusal of a name Statsig drops, or None."""
+    bad = _DROPPED_NAME(name)
+    if bad is None:
+        return None
+    return DroppedByStatsig(
+        f"event_name contains {bad.group()!r}: Statsig drops events whose name contains any of "
+        "\\[]{}<>#=;&$%|, NUL, CR or LF")
 
 
-def check_statsig_rules(ev: StatsigEvent, oversize_fields: OversizeFields = "send") -> None:
-    """Raise DroppedByStatsig for a name Statsig drops, or fields over its limits under "reject"."""
-    bad = _DROPPED_NAME(ev["eventName"])
-    if bad:
-        raise DroppedByStatsig(
-            f"event_name contains {bad.group()!r}: Statsig drops events whose name contains any of "
-            "\\[]{}<>#=;&$%|, NUL, CR or LF")
-    if oversize_fields == "reject":
-        over = over_limits(ev)
-        if over:
-            raise DroppedByStatsig(describe_over(ev, over), over)
+def check_statsig_rules(ev: StatsigEvent, oversize_fields: OversizeFields = "send") -> list[str]:
+    """The fields over Statsig's size limits; DroppedByStatsig for a name Statsig drops, or for
+    fields over its limits under "reject"."""
+    refusal = dropped_name(ev.eventName)
+    if refusal is not None:
+        raise refusal
+    over = over_limits(ev)
+    if over and oversize_fields == "reject":
+        raise DroppedByStatsig(describe_over(ev, over), over)
+    return over
 
 
 def describe_over(ev: StatsigEvent, over: list[str]) -> str:
@@ -353,79 +389,53 @@ def describe_over(ev: StatsigEvent, over: list[str]) -> str:
     parts = []
     for field in over:
         if field in ("metadata", "user"):
-            n = stringified_length(ev[field])
+            n = stringified_length(getattr(ev, field))
             parts.append(f"{field} is {n} characters stringified, over Statsig's limit of {MAX_OBJECT_FIELD}")
         else:
-            n = len(ev["eventName" if field == "event_name" else "value"])
+            n = len(ev.eventName if field == "event_name" else ev.value)  # type: ignore[arg-type]
             parts.append(f"{field} is {n} characters, over Statsig's limit of {MAX_STRING_FIELD}")
     return "; ".join(parts) + " (Statsig may truncate or drop it; oversize_fields = reject)"
 
 
-_M = TypeVar("_M", bound=BaseModel)
+_MISSING = re.compile(r"Object missing required field `(.*)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `(.*)`")
 
 
-def _validate(model: type[_M], obj: dict[str, Any], unknown_fields: UnknownFields) -> tuple[_M, dict[str, Any]]:
-    """(the model's instance, the unknown top-level fields); InvalidEvent when the model refuses it."""
-    try:
-        event = model.model_validate(obj)
-    except ValidationError as e:
-        raise InvalidEvent(describe(e)) from None
-    extra = event.model_extra or {}
-    if extra and unknown_fields == "reject":
-        raise InvalidEvent("unknown field(s): " + ", ".join(sorted(extra)))
-    return event, extra
+def describe(e: msgspec.ValidationError, prefix: str = "") -> str:
+    """msgspec's reason as `field.path: message`, e.g. `event_name: Expected `str`, got `int``."""
+    text = str(e)
+    message, _, where = text.partition(" - at `")
+    path = where.rstrip("`").removeprefix("$")
+    path = re.sub(r"\[(\d+)\]", r".\1", path).strip(".")
+    parts = [p for p in (prefix, path) if p]
+    m = _MISSING.fullmatch(message)
+    if m:
+        parts.append(m.group(1))
+        message = "Field required"
+    m = _UNKNOWN.fullmatch(message)
+    if m:
+        parts.append(m.group(1))
+        message = "unknown field"
+    if "matching regex" in message:
+        message = "contains a character Statsig drops (\\[]{}<>#=;&$%|, NUL, CR, LF)"
+    where = ".".join(parts)
+    return f"{where}: {message}" if where else message
 
 
-def _slow(obj: dict[str, Any], unknown_fields: UnknownFields,
-          oversize_fields: OversizeFields = "send") -> StatsigEvent:
-    event, extra = _validate(Event, obj, unknown_fields)
-    user: dict[str, Any] = {}
-    if event.user is not None:
-        user = {
-            k: v
-            for k, v in event.user
-            if v is not None and k != "privateAttributes"
-        }
-    user.setdefault("userID", event.user_id if event.user_id is not None else ANONYMOUS)
-    ev: StatsigEvent = {"eventName": event.event_name, "user": user}
-    if event.value is not None:
-        ev["value"] = event.value
-    metadata = {**extra, **(event.metadata or {})}
-    if metadata or event.metadata is not None:
-        ev["metadata"] = metadata
-    ev["time"] = event.time if event.time is not None else int(_time.time() * 1000)
-    check_statsig_rules(ev, oversize_fields)
-    return ev
+def event_schema(shape: Literal["file", "sdk"] = "file") -> dict[str, Any]:
+    """JSON Schema (2020-12, as OpenAPI 3.1 takes it) of one event, from the same Structs, $defs inlined."""
+    schema = msgspec.json.schema(FileEvent if shape == "file" else SdkEvent)
+    defs = schema.pop("$defs", {})
 
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
 
-def _slow_sdk(obj: dict[str, Any], unknown_fields: UnknownFields,
-              oversize_fields: OversizeFields = "send") -> StatsigEvent:
-    event, extra = _validate(SdkEvent, obj, unknown_fields)
-    ev: StatsigEvent = {"eventName": event.eventName}
-    user = obj.get("user")
-    if user is not None:
-        ev["user"] = {k: v for k, v in user.items() if v is not None and k != "privateAttributes"}
-    for k in ("value", "metadata", "secondaryExposures", "statsigMetadata"):
-        if obj.get(k) is not None:
-            ev[k] = obj[k]
-    if extra:
-        ev["metadata"] = {**extra, **(obj.get("metadata") or {})}
-    ev["time"] = event.time if event.time is not None else int(_time.time() * 1000)
-    check_statsig_rules(ev, oversize_fields)
-    return ev
-
-
-def describe(e: ValidationError) -> str:
-    """One line naming each failing field: `event_name: Field required; value: ...`."""
-    parts: dict[str, str] = {}
-    for err in e.errors(include_url=False):
-        loc = [str(x) for x in err["loc"]]
-        msg = err["msg"]
-        if loc and loc[-1] in _UNION_TAGS:  # one message per field, not one per union member
-            loc.pop()
-            msg = "Input should be a string or a number"
-        parts.setdefault(".".join(loc) or "event", msg)
-    return "; ".join(f"{k}: {v}" for k, v in parts.items())
-
-
-_UNION_TAGS = frozenset(("str", "int", "float"))
+    result: dict[str, Any] = walk(schema)
+    return result
