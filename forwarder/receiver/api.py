@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..decode.event import Event
+from ..decode.event import event_schema
 from .appender import Appender
 from .bodies import Shape, seed_events
 from .intake import Decoded, Intake, Post
@@ -61,25 +61,7 @@ class _CountRequests:
             REQUESTS.labels(path, str(status)).inc()
 
 
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """The model's JSON schema with its $defs inlined (OpenAPI would resolve #/$defs from its root)."""
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return walk(defs[ref.removeprefix("#/$defs/")])
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    result: dict[str, Any] = walk(schema)
-    return result
-
-
-_EVENT_SCHEMA = _inline_refs(Event.model_json_schema())
+_EVENT_SCHEMA = event_schema()  # from the Structs that decide (msgspec.json.schema)
 _OK_SCHEMA = {"type": "object", "properties": {"success": {"type": "boolean"}, "message": {"type": "string"},
                                                 "accepted": {"type": "integer"}}}
 _ERROR_SCHEMA = {"type": "object", "properties": {

@@ -1,54 +1,163 @@
 """Request bodies -> the lines to append: the seed endpoints' three shapes and the SDKs' `{"events": [...]}`.
 
-Seed endpoints append each event as the caller sent it (plus `time`, the receive time,
-when it has none); the relay appends each event in Statsig's shape, as the tailer will
-send it, with every accepted key masked. Both validate with the event definition of
-`forwarder.decode`, and say for each invalid event why.
+Each body takes two msgspec calls, both in C for the whole body: framing (where each event's
+JSON text starts and ends, `list[Raw]`) and checking (every event against the definition
+of `forwarder.decode.event`, its nested objects typed so that they are checked and kept as
+nothing; see `checking`). When both pass, the lines are the events' own texts: the seed
+endpoints append each event as the caller sent it (plus `time`, the receive time, when it
+has none), the relay appends Statsig-shaped events as the SDK sent them. Python runs per
+event only for a depth bound (two `bytes.count`s) and a missing time; the per-event step
+(`forwarder.decode.codec.judge_line`, which also gives each reason) runs only for the
+events that need it: when the checking call refuses the body, for an unknown key, an ISO
+or fractional time, a user with privateAttributes (relay), text that may nest deeper than
+MAX_DEPTH, and under oversize_fields = "reject" a text long enough to be over Statsig's limits.
 """
 
 from __future__ import annotations
 
-import time
+import typing
 from typing import Any, Literal
 
-import orjson
+import msgspec
+from msgspec import Raw
 
-from ..decode.codec import json_type
-from ..decode.event import InvalidEvent, OversizeFields, UnknownFields, to_statsig
+from ..decode.codec import LineError, encode_line, judge_line, now_ms
+from ..decode.event import (
+    MAX_DEPTH,
+    MAX_STRING_FIELD,
+    SAFE_LINE_BYTES,
+    FileEvent,
+    FileUser,
+    ListRaw,
+    ObjectRaw,
+    OversizeFields,
+    SdkEvent,
+    SdkUser,
+    UnknownFields,
+)
 from .intake import Decoded, Invalid
-from .wire import ApiError, loads
+from .wire import ApiError
 
 Shape = Literal["one", "array", "ndjson"]
+EXPOSURES = frozenset(("statsig::gate_exposure", "statsig::config_exposure", "statsig::layer_exposure"))
 
 
+def is_internal(name: str) -> bool:
+    """An SDK's own bookkeeping event (statsig::diagnostics, ...), as opposed to exposures and app events."""
+    return name.startswith("statsig::") and name not in EXPOSURES
+
+
+# -- the checking decode -------------------------------------------------------------------------
+class _Object(msgspec.Struct, gc=False):
+    """Any JSON object: decoding one checks that it is an object, and keeps nothing."""
+
+
+def checking(struct: type[msgspec.Struct], *, int_time: bool = True) -> type[msgspec.Struct]:
+    """A Struct that checks what `struct` (an event or user of decode.event) accepts and keeps no text.
+
+    Its Raw object fields become `_Object | None`, its Raw array fields `list[_Object] | None`,
+    its users their own checking Structs; `time` only epoch ms as an integer (others: the
+    per-event step). A privateAttributes field keeps its type: it is never sent.
+    """
+    fields: list[Any] = []
+    for f in msgspec.structs.fields(struct):
+        kind: Any = f.type
+        if f.name == "privateAttributes":
+            pass
+        elif kind == ObjectRaw:
+            kind = _Object | None
+        elif kind == ListRaw:
+            kind = list[_Object] | None
+        elif f.name == "user":
+            kind = checking(SdkUser if struct is SdkEvent else FileUser) | None
+        elif f.name == "time" and int_time:
+            kind = typing.get_args(kind)[0] | None  # the integer epoch ms member of the union
+        fields.append((f.name, kind) if f.required else (f.name, kind, f.default))
+    forbid = struct.__struct_config__.forbid_unknown_fields
+    return msgspec.defstruct(f"Checked{struct.__name__}", fields, forbid_unknown_fields=forbid, gc=False)
+
+
+_FILE_CHECK = checking(FileEvent)
+_SDK_CHECK = checking(SdkEvent)
+
+
+class _SdkChecked(msgspec.Struct, gc=False):
+    events: list[_SDK_CHECK]  # type: ignore[valid-type]
+
+
+class _SdkFramed(msgspec.Struct, gc=False):
+    events: list[Raw]
+
+
+class _SdkShape(msgspec.Struct, gc=False):
+    """What a refused body has for `events` (for the error message)."""
+
+    events: Raw = Raw(b"null")
+
+
+_REFUSED = (msgspec.DecodeError, RecursionError)  # a ValidationError is a DecodeError
+_CHECK_ONE = {"file": msgspec.json.Decoder(_FILE_CHECK).decode, "sdk": msgspec.json.Decoder(_SDK_CHECK).decode}
+_CHECK_FILE_ARRAY = msgspec.json.Decoder(list[_FILE_CHECK]).decode  # type: ignore[valid-type]
+_CHECK_FILE_LINES = msgspec.json.Decoder(_FILE_CHECK).decode_lines
+_CHECK_SDK_BODY = msgspec.json.Decoder(_SdkChecked).decode
+_FRAME_ONE = msgspec.json.Decoder(Raw).decode
+_FRAME_LIST = msgspec.json.Decoder(list[Raw]).decode
+_FRAME_SDK = msgspec.json.Decoder(_SdkFramed).decode
+_SDK_SHAPE = msgspec.json.Decoder(_SdkShape).decode
+_DICT = msgspec.json.Decoder(dict[str, Any]).decode
+_ENCODE = msgspec.json.Encoder().encode
+_FORMAT = msgspec.json.format
+_DEPTH_BYTES = 2 * MAX_DEPTH  # a text this short cannot nest deeper than MAX_DEPTH
+_PRIVATE = b'"privateAttributes"'
+
+
+def _json_type(message: str) -> str:
+    """The JSON type named by msgspec's `Expected `object`, got `array``."""
+    kind = message.rpartition("got `")[2].partition("`")[0]
+    return {"str": "string", "int": "number", "float": "number", "bool": "boolean"}.get(kind, kind)
+
+
+def _invalid_json(e: Exception) -> ApiError:
+    if isinstance(e, RecursionError):
+        return ApiError(422, f"nested deeper than an event may be ({MAX_DEPTH} levels): no event of this body "
+                        "was read")
+    return ApiError(400, f"invalid JSON: {e}")
+
+
+def _maybe_deep(data: bytes) -> bool:
+    """Whether an event's text may nest deeper than MAX_DEPTH (then the per-event step decides)."""
+    return len(data) > _DEPTH_BYTES and data.count(b"{") + data.count(b"[") > MAX_DEPTH
+
+
+def _reason(e: LineError) -> str:
+    return str(e).removeprefix("invalid event: ")
+
+
+# -- seed endpoints ---------------------------------------------------------------------------
 def seed_events(body: bytes, shape: Shape, max_events: int, max_line: int, unknown: UnknownFields,
                 oversize: OversizeFields) -> Decoded:
-    """The caller's events as lines; ApiError 400 (JSON), 413 (count), 422 (shape)."""
-    objs = _parse(body, shape)
-    if not objs:
+    """The caller's events as lines (as sent, plus `time` when missing); ApiError 400 (JSON), 413 (count), 422."""
+    raws = _frame_seed(body, shape)
+    if not raws:
         raise ApiError(422, "no events in the request")
-    if len(objs) > max_events:
-        raise ApiError(413, f"{len(objs)} events is over max_batch_events ({max_events})")
-    now = int(time.time() * 1000)
+    if len(raws) > max_events:
+        raise ApiError(413, f"{len(raws)} events is over max_batch_events ({max_events})")
+    checked = _check_seed(body, shape, len(raws))
+    now = now_ms()
     out = Decoded()
     lines = []
-    for i, obj in enumerate(objs):
-        if type(obj) is not dict:
-            out.invalid.append(Invalid(i, f"not a JSON object: got {json_type(obj)}"))
-            continue
-        if obj.get("time") is None:
-            obj["time"] = now  # as the model would: a missing time is the receive time
-        try:
-            line: bytes | None = orjson.dumps(obj)
-        except orjson.JSONEncodeError:
-            line = None
-        try:
-            to_statsig(obj, unknown, oversize, None if line is None else len(line))
-        except InvalidEvent as e:
-            out.invalid.append(Invalid(i, str(e)))
-            continue
-        if line is None:
-            line = orjson.dumps(obj)
+    compact = shape != "ndjson" and (b"\n" in body or b"\r" in body)
+    for i, raw in enumerate(raws):
+        data = bytes(raw)
+        ev: Any = checked[i] if checked is not None else _check_one(data)
+        timed = ev is not None and ev.time is not None
+        if ev is None or _maybe_deep(data) or (oversize == "reject" and _maybe_over(ev, data)):
+            try:
+                timed = judge_line(data, unknown, oversize, now).timed
+            except LineError as e:
+                out.invalid.append(Invalid(i, _reason(e)))
+                continue
+        line = _render(data, compact, None if timed else now)
         if len(line) > max_line:
             out.invalid.append(Invalid(i, f"event is {len(line)} bytes as a line, over max_line_bytes ({max_line})"))
             continue
@@ -59,59 +168,127 @@ def seed_events(body: bytes, shape: Shape, max_events: int, max_line: int, unkno
     return out
 
 
-def _parse(body: bytes, shape: Shape) -> list[Any]:
-    if shape == "one":
-        return [loads(body)]
-    if shape == "array":
-        doc = loads(body)
-        if type(doc) is not list:
-            raise ApiError(422, f"expected a JSON array of events, got {json_type(doc)}")
-        return doc
-    objs = []
+def _frame_seed(body: bytes, shape: Shape) -> list[Raw] | list[bytes]:
+    """The JSON text of each event of the body."""
+    if shape == "ndjson":
+        return _frame_ndjson(body)
+    try:
+        if shape == "one":
+            return [_FRAME_ONE(body)]
+        raws = _FRAME_LIST(body)
+    except msgspec.ValidationError:  # valid JSON, not an array
+        raise ApiError(422, f"expected a JSON array of events, got {_type_of(body)}") from None
+    except _REFUSED as e:
+        raise _invalid_json(e) from None
+    return raws
+
+
+def _type_of(body: bytes) -> str:
+    first = body.lstrip()[:1]
+    return {b"{": "object", b'"': "string", b"t": "boolean", b"f": "boolean", b"n": "null"}.get(first, "number")
+
+
+def _frame_ndjson(body: bytes) -> list[bytes]:
+    lines = []
     errors = []
     for i, line in enumerate(body.split(b"\n")):
-        if not line.strip():
+        line = line.strip()
+        if not line:
             continue
         try:
-            objs.append(orjson.loads(line))
-        except orjson.JSONDecodeError as e:
-            errors.append({"index": i, "message": f"invalid JSON: {e}"})
+            _FRAME_ONE(line)
+        except _REFUSED as e:
+            errors.append({"index": i, "message": str(_invalid_json(e))})
+            continue
+        lines.append(line)
     if errors:
         raise ApiError(400, f"{len(errors)} line(s) are not valid JSON, nothing appended "
                        f"(first: line index {errors[0]['index']})", errors)
-    return objs
+    return lines
 
 
+def _check_seed(body: bytes, shape: Shape, count: int) -> list[Any] | None:
+    """Every event of the body checked in one call, or None when any needs the per-event step."""
+    try:
+        if shape == "one":
+            return [_CHECK_ONE["file"](body)]
+        if shape == "array":
+            checked: list[Any] = _CHECK_FILE_ARRAY(body)
+            return checked
+        checked = _CHECK_FILE_LINES(body)
+    except _REFUSED:
+        return None
+    return checked if len(checked) == count else None  # decode_lines counts values, not lines
+
+
+def _check_one(raw: bytes) -> Any:
+    """One event checked in either form, or None."""
+    for shape in ("file", "sdk"):
+        try:
+            return _CHECK_ONE[shape](raw)
+        except _REFUSED:
+            continue
+    return None
+
+
+def _maybe_over(ev: Any, raw: bytes) -> bool:
+    """Whether an event may be over Statsig's size limits (the per-event step measures it)."""
+    name = ev.event_name if hasattr(ev, "event_name") else ev.eventName
+    value = ev.value
+    return (len(raw) > SAFE_LINE_BYTES or len(name) > MAX_STRING_FIELD
+            or (type(value) is str and len(value) > MAX_STRING_FIELD))
+
+
+def _render(data: bytes, compact: bool, now: int | None) -> bytes:
+    """An event's text as one line: whitespace out when it has line breaks, `time` added when `now`."""
+    if compact and (b"\n" in data or b"\r" in data):
+        data = _FORMAT(data, indent=-1)
+    if now is None:
+        return data
+    if b'"time"' in data:  # "time": null, or a nested "time": set it where the caller's was
+        obj = _DICT(data)
+        obj["time"] = now
+        return _ENCODE(obj)
+    return data[:-1] + b',"time":%d}' % now
+
+
+# -- the Statsig SDK relay ----------------------------------------------------------------------
 def sdk_events(body: bytes, max_events: int, max_line: int, unknown: UnknownFields, oversize: OversizeFields,
                drop_internal: bool, masks: list[tuple[bytes, bytes]]) -> Decoded:
     """The events of an SDK request as Statsig-shaped lines; ApiError 400 (JSON, shape), 413 (count)."""
-    doc = loads(body)
-    if type(doc) is not dict:
-        raise ApiError(400, f'expected {{"events": [...], "statsigMetadata": {{...}}}}, got {json_type(doc)}')
-    events = doc.get("events")
-    if type(events) is not list:
-        raise ApiError(400, f'"events" must be an array of events, got {json_type(events)}')
-    if len(events) > max_events:
-        raise ApiError(413, f"{len(events)} events is over relay.max_batch_events ({max_events})")
+    raws = _frame_sdk(body)
+    if len(raws) > max_events:
+        raise ApiError(413, f"{len(raws)} events is over relay.max_batch_events ({max_events})")
+    try:
+        checked: list[Any] | None = _CHECK_SDK_BODY(body).events
+    except _REFUSED:
+        checked = None
+    now = now_ms()
     out = Decoded()
-    lines: list[bytes] = []
-    for i, obj in enumerate(events):
-        try:
-            if type(obj) is not dict:
-                raise InvalidEvent(f"not a JSON object: got {json_type(obj)}")
-            ev = to_statsig(obj, unknown, oversize)
-            if drop_internal and is_internal(ev["eventName"]):
-                out.dropped += 1
-                continue
-            line = orjson.dumps(ev)
-            if len(line) > max_line:
-                raise InvalidEvent(f"event is {len(line)} bytes as a line, over max_line_bytes ({max_line})")
-        except (InvalidEvent, orjson.JSONEncodeError) as e:
+    lines = []
+    compact = b"\n" in body or b"\r" in body
+    private = _PRIVATE in body
+    for i, raw in enumerate(raws):
+        data = bytes(raw)
+        ev = checked[i] if checked is not None else _check_sdk(data)
+        if (ev is None or _maybe_deep(data) or (private and _PRIVATE in data)
+                or (oversize == "reject" and _maybe_over(ev, data))):
             try:
-                raw = orjson.dumps(obj)
-            except orjson.JSONEncodeError:  # nested deeper than orjson writes
-                raw = repr(obj).encode()
-            out.invalid.append(Invalid(i, str(e), mask(raw, masks)))
+                event = judge_line(data, unknown, oversize, now).event
+            except LineError as e:
+                out.invalid.append(Invalid(i, _reason(e), mask(data, masks)))
+                continue
+            name = event.eventName
+            line = encode_line(event)
+        else:
+            name = ev.eventName
+            line = _render(data, compact, None if ev.time is not None else now)
+        if drop_internal and is_internal(name):
+            out.dropped += 1
+            continue
+        if len(line) > max_line:
+            reason = f"event is {len(line)} bytes as a line, over max_line_bytes ({max_line})"
+            out.invalid.append(Invalid(i, reason, mask(data, masks)))
             continue
         lines.append(line)
     if lines:
@@ -121,12 +298,29 @@ def sdk_events(body: bytes, max_events: int, max_line: int, unknown: UnknownFiel
     return out
 
 
-EXPOSURES = frozenset(("statsig::gate_exposure", "statsig::config_exposure", "statsig::layer_exposure"))
+def _frame_sdk(body: bytes) -> list[Raw]:
+    try:
+        events: list[Raw] = _FRAME_SDK(body).events
+        return events
+    except msgspec.ValidationError:
+        pass
+    except _REFUSED as e:
+        raise _invalid_json(e) from None
+    try:
+        events_raw = bytes(_SDK_SHAPE(body).events)
+    except msgspec.ValidationError:
+        raise ApiError(400, f'expected {{"events": [...], "statsigMetadata": {{...}}}}, got {_type_of(body)}') \
+            from None
+    got = "array" if events_raw[:1] == b"[" else _type_of(events_raw)
+    raise ApiError(400, f'"events" must be an array of events, got {got}')
 
 
-def is_internal(name: str) -> bool:
-    """An SDK's own bookkeeping event (statsig::diagnostics, ...), as opposed to exposures and app events."""
-    return name.startswith("statsig::") and name not in EXPOSURES
+def _check_sdk(raw: bytes) -> Any:
+    """One Statsig-shaped event checked, or None (also for the other form: the per-event step maps it)."""
+    try:
+        return _CHECK_ONE["sdk"](raw)
+    except _REFUSED:
+        return None
 
 
 def mask(data: bytes, masks: list[tuple[bytes, bytes]]) -> bytes:
@@ -135,3 +329,4 @@ def mask(data: bytes, masks: list[tuple[bytes, bytes]]) -> bytes:
         if key in data:
             data = data.replace(key, masked)
     return data
+
