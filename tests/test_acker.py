@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from forwarder.delivery.acker import Acker
 from forwarder.delivery.batcher import Batcher
-from forwarder.model import Batch
+from forwarder.model import Batch, StatsigEvent
 from forwarder.state.checkpoints import Checkpoints
 
 KEYS = ("a", "b", "c")
@@ -49,7 +49,7 @@ def batches_and_order(draw: st.DrawFn) -> tuple[list[Batch], list[int]]:
         for key in sorted(keys):
             ends[key] += draw(st.integers(1, 1000))
             positions[key] = ends[key]
-        batches.append(Batch(seq, events=[{"seq": seq}], positions=positions, opened=float(seq)))
+        batches.append(Batch(seq, events=[StatsigEvent(str(seq), seq)], positions=positions, opened=float(seq)))
     return batches, draw(st.permutations(range(n)))
 
 
@@ -184,7 +184,7 @@ def test_batch_numbers_are_gap_free(ops: list[str], size: int) -> None:
     for op in ops:
         if op == "add":
             offset += 10
-            if batcher.add({"eventName": "e"}, 10):
+            if batcher.add(StatsigEvent("e", 0), 10):
                 batcher.mark("a", offset)
                 shipped.append(batcher.take())  # type: ignore[arg-type]  # full: never None
         elif op == "mark":

@@ -71,7 +71,7 @@ class FlakySink:
         if self.failures > 0:
             self.failures -= 1
             raise RetryableError("injected outage", status=503)
-        self.accepted.extend(events)
+        self.accepted.extend(e.as_dict() for e in events)
 
     def close(self) -> None:
         pass

@@ -5,24 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from forwarder.decode.codec import decode_line
 from forwarder.errors import ConfigError
+from forwarder.model import StatsigEvent
 from forwarder.rules import Rule, RuleError, parse_remote
 from forwarder.rules.match import RuleSet
 from forwarder.settings import load_settings
 from forwarder.stats import Stats
 
 
-def ev(name: str, user: str = "u1", **metadata: Any) -> dict[str, Any]:
+def event(doc: dict[str, Any]) -> StatsigEvent:
+    return decode_line(orjson.dumps(doc))
+
+
+def doc(name: str, user: str = "u1", **metadata: Any) -> dict[str, Any]:
     return {"eventName": name, "user": {"userID": user}, "value": 1, "metadata": dict(metadata), "time": 1}
+
+
+def ev(name: str, user: str = "u1", **metadata: Any) -> StatsigEvent:
+    return event(doc(name, user, **metadata))
 
 
 def rules(*specs: dict[str, Any], origin: str = "local") -> RuleSet:
     return RuleSet([(origin, Rule(**spec)) for spec in specs])
 
 
-def kept(rs: RuleSet, events: list[dict[str, Any]], ids: list[str]) -> list[int]:
+def kept(rs: RuleSet, events: list[StatsigEvent], ids: list[str]) -> list[int]:
     return [i for i, (e, ident) in enumerate(zip(events, ids, strict=True)) if not rs.decide(e, ident)]
 
 
@@ -101,8 +112,8 @@ def test_names_globs_fields_and_first_removing_rule_is_counted() -> None:
     assert not rs.decide(ev("checkout_start", source={"nested": 1}), "f:5")
     assert rs.decide(ev("page_view"), "f:6")
     assert not rs.decide(ev("page_viewed"), "f:7")
-    assert rs.decide({**ev("other"), "value": 7}, "f:8")
-    assert not rs.decide({**ev("other"), "value": True}, "f:9")  # true is not 7, and not 1 either
+    assert rs.decide(event({**doc("other"), "value": 7}), "f:8")
+    assert not rs.decide(StatsigEvent("other", 1, value=True), "f:9")  # true is not 7, and not 1 either
     stats = Stats()
     rs.flush(stats)
     assert {(r["rule"], r["events"]) for r in stats.removed_by_rule()} == {
@@ -137,14 +148,15 @@ def test_sampling_100k_events_is_within_bounds_and_deterministic() -> None:
 def test_per_user_sampling_keeps_whole_users() -> None:
     n = 100_000
     events = [ev("chatty", user=f"u{i % 2000}") for i in range(n)]
-    events += [{**ev("chatty"), "user": {"userID": "anonymous", "customIDs": {"stableID": f"s{i % 10}"}}}
+    events += [event({**doc("chatty"), "user": {"userID": "anonymous", "customIDs": {"stableID": f"s{i % 10}"}}})
                for i in range(1000)]
     ids = [f"crc:1:{i}" for i in range(len(events))]
     rs = rules({"event": "chatty", "action": "sample", "rate": 0.1, "per_user": True})
     keep = set(kept(rs, events, ids))
     by_user: dict[str, set[bool]] = {}
     for i, e in enumerate(events):
-        user = e["user"]["userID"] if e["user"]["userID"] != "anonymous" else e["user"]["customIDs"]["stableID"]
+        u = e.as_dict()["user"]
+        user = u["userID"] if u["userID"] != "anonymous" else u["customIDs"]["stableID"]
         by_user.setdefault(user, set()).add(i in keep)
     assert all(len(v) == 1 for v in by_user.values())  # all or none of each user's events
     kept_users = sum(1 for v in by_user.values() if True in v)

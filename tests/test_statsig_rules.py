@@ -17,17 +17,26 @@ import pytest
 from fake_statsig import FakeStatsig
 from kit import Cli, fast_args, seqs
 
+from forwarder.decode.codec import ChunkDecoder, StatsigRuleError, decode_line
 from forwarder.decode.event import (
     DROPPED_NAME_CHARS,
     MAX_OBJECT_FIELD,
     MAX_STRING_FIELD,
-    SAFE_LINE_BYTES,
-    DroppedByStatsig,
-    fast_path,
+    SAFE_OBJECT_BYTES,
     over_limits,
     stringified_length,
-    to_statsig,
 )
+from forwarder.model import StatsigEvent
+
+
+def to_statsig(obj: dict[str, Any], unknown: Any = "metadata", oversize: Any = "send") -> StatsigEvent:
+    return decode_line(orjson.dumps(obj), unknown, oversize)
+
+
+def one_call(obj: dict[str, Any], oversize: Any = "send") -> StatsigEvent | None:
+    """The chunk path on a chunk of this one line: None when it leaves the line to the per-line step."""
+    many = ChunkDecoder().decode(orjson.dumps(obj) + b"\n", oversize)
+    return None if many is None else many.events[0]
 
 
 def ev(seq: int, **fields: Any) -> dict[str, Any]:
@@ -51,25 +60,25 @@ OVERSIZE: list[tuple[dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize("name", NAMES_STATSIG_DROPS, ids=[repr(c) for c in DROPPED_NAME_CHARS])
-def test_names_statsig_drops_are_refused_by_fast_path_and_model(name: str) -> None:
+def test_names_statsig_drops_are_refused_by_both_paths(name: str) -> None:
     obj = {"event_name": name, "time": 1}
-    assert fast_path(obj) is None
-    with pytest.raises(DroppedByStatsig, match=r"event_name contains .*: Statsig drops events whose name"):
+    assert one_call(obj) is None
+    with pytest.raises(StatsigRuleError, match=r"event_name contains .*: Statsig drops events whose name"):
         to_statsig(obj)
 
 
 def test_names_with_other_punctuation_pass() -> None:
     for name in ("page view", "statsig::gate_exposure", "a.b-c/d:e!f?g@h*i(j)k'l\"m,n~o^p`q+r", "ü"):
-        assert to_statsig({"event_name": name, "time": 1})["eventName"] == name
+        assert to_statsig({"event_name": name, "time": 1}).eventName == name
 
 
 @pytest.mark.parametrize(("fields", "field"), OVERSIZE, ids=[f for _, f in OVERSIZE])
 def test_oversize_fields_send_or_reject(fields: dict[str, Any], field: str) -> None:
     obj = {"event_name": "e", "time": 1, **fields}
-    assert fast_path(obj) is None and fast_path(obj, len(orjson.dumps(obj))) is None
     sent = to_statsig(obj, "metadata", "send")
     assert over_limits(sent) == [field]
-    with pytest.raises(DroppedByStatsig, match=f"^{field} is .* over Statsig's limit") as e:
+    assert one_call(obj) == sent and one_call(obj, "reject") is None
+    with pytest.raises(StatsigRuleError, match=f"^invalid event: {field} is .* over Statsig's limit") as e:
         to_statsig(obj, "metadata", "reject")
     assert e.value.over == [field]
 
@@ -78,7 +87,7 @@ def test_fields_exactly_at_the_limits_pass_reject() -> None:
     obj = {"event_name": "n" * MAX_STRING_FIELD, "value": "v" * MAX_STRING_FIELD, "time": 1,
            "metadata": metadata_of(MAX_OBJECT_FIELD)}
     assert stringified_length(obj["metadata"]) == MAX_OBJECT_FIELD
-    assert to_statsig(obj, "metadata", "reject") == fast_path(obj, len(orjson.dumps(obj)))
+    assert to_statsig(obj, "metadata", "reject") == one_call(obj, "reject")
     assert over_limits(to_statsig(obj)) == []
 
 
@@ -90,15 +99,25 @@ def test_stringified_length_counts_utf16_units_like_javascript() -> None:
     assert over_limits(to_statsig({"event_name": "e", "metadata": {"pad": "😀" * 2050}})) == ["metadata"]
 
 
-def test_short_lines_cannot_hide_an_oversize_object() -> None:
-    """The reader skips measuring objects of lines up to SAFE_LINE_BYTES: the worst growth still fits."""
-    head, tail = b'{"event_name":"e","metadata":{"a":[', b"]}}"
-    n = (SAFE_LINE_BYTES - len(head) - len(tail) + 1) // len(b"9e15,")
-    line = head + b",".join([b"9e15"] * n) + tail  # the number that grows most when re-encoded
-    assert SAFE_LINE_BYTES - 5 < len(line) <= SAFE_LINE_BYTES
-    ev = fast_path(orjson.loads(line), len(line))
-    assert ev is not None
-    assert stringified_length(ev["metadata"]) + len('"userID":"anonymous",') <= MAX_OBJECT_FIELD
+def test_short_objects_cannot_hide_an_oversize_one() -> None:
+    """Objects up to SAFE_OBJECT_BYTES are not measured: the worst growth still fits."""
+    head, tail = b'{"a":[', b"]}"
+    n = (SAFE_OBJECT_BYTES - len(head) - len(tail) + 1) // len(b"9e15,")
+    metadata = head + b",".join([b"9e15"] * n) + tail  # the number that grows most when re-encoded
+    assert SAFE_OBJECT_BYTES - 5 < len(metadata) <= SAFE_OBJECT_BYTES
+    assert stringified_length(metadata) + len('"userID":"anonymous",') <= MAX_OBJECT_FIELD
+
+
+@pytest.mark.parametrize("number", [b"9e15", b"1E5", b"1.5e3"])
+def test_objects_within_4096_bytes_are_measured_when_a_number_may_grow(number: bytes) -> None:
+    """Up to MAX_OBJECT_FIELD bytes an object is measured only when it holds an exponent: these grow past it."""
+    n = (MAX_OBJECT_FIELD - 10) // (len(number) + 1)
+    metadata = b'{"a":[' + b",".join([number] * n) + b"]}"
+    assert len(metadata) <= MAX_OBJECT_FIELD < stringified_length(metadata)
+    line = b'{"event_name":"e","metadata":' + metadata + b"}"
+    assert over_limits(decode_line(line)) == ["metadata"]
+    with pytest.raises(StatsigRuleError, match="metadata is"):
+        decode_line(line, "metadata", "reject")
 
 
 # -- the reader: run --once, dead-lettered with the reason, counted -------------------------

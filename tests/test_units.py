@@ -9,6 +9,7 @@ import re
 import threading
 from pathlib import Path
 
+import msgspec
 import orjson
 import pytest
 
@@ -16,7 +17,7 @@ from forwarder.decode.reader import Reader
 from forwarder.delivery.batcher import Batcher
 from forwarder.delivery.sink import StatsigSink, classify
 from forwarder.errors import AuthError, ConfigError, RejectedError, RetryableError, StateLockedError
-from forwarder.model import Batch, Chunk, Item, Rejection
+from forwarder.model import Batch, Chunk, Item, Rejection, StatsigEvent
 from forwarder.settings import load_settings
 from forwarder.source.fingerprint import fingerprint_bytes
 from forwarder.source.lines import LineBuffer
@@ -115,11 +116,12 @@ def test_state_dir_lock_is_exclusive(tmp_path: Path) -> None:
 def test_batcher_closes_on_count_bytes_and_age() -> None:
     b = Batcher(batch_size=3, batch_bytes=100, flush_interval=10)
     assert b.seconds_until_due() is None
-    assert not b.add({}, 10) and not b.add({}, 10)
-    assert b.add({}, 10)
+    e = StatsigEvent("e", 1)
+    assert not b.add(e, 10) and not b.add(e, 10)
+    assert b.add(e, 10)
     batch = b.take()
     assert batch is not None and len(batch.events) == 3 and batch.seq == 0
-    assert b.add({}, 150), "bytes limit"
+    assert b.add(e, 150), "bytes limit"
     assert b.take() is not None
     b.mark("k", 5)
     due = b.seconds_until_due()
@@ -144,10 +146,10 @@ def test_reader_ships_full_batches_with_the_positions_they_complete(
                     DeadLetter(tmp_path / "dead.ndjson"), Stats(), threading.Event(), 0.1, 10**6, "metadata")
     reader._chunk(Chunk("key", "p", 100, b"".join(x + b"\n" for x in lines)))
     shipped = [b for _ in range(batches.qsize()) if (b := batches.get_nowait()) is not None]
-    assert [[e["eventName"] for e in b.events] for b in shipped] == [["e0", "e1", "e2"], ["e3", "e4", "e5"]]
+    assert [[e.eventName for e in b.events] for b in shipped] == [["e0", "e1", "e2"], ["e3", "e4", "e5"]]
     assert [b.positions for b in shipped] == [{"key": ends[2]}, {"key": ends[6]}]
     rest = reader.batcher.take()
-    assert rest is not None and [e["eventName"] for e in rest.events] == ["e6"]
+    assert rest is not None and [e.eventName for e in rest.events] == ["e6"]
     assert rest.positions == {"key": ends[7]} and reader.stats.events_read == 7
 
 
@@ -179,11 +181,11 @@ def test_statsig_answers_are_classified(status: int, body: bytes, error: type[Ex
 
 @pytest.mark.parametrize("level", range(1, 10))
 def test_request_body_is_plain_gzip_at_every_level(level: int) -> None:
-    events = [{"eventName": f"e{i}", "user": {"userID": "u"}, "time": i} for i in range(2000)]
+    events = [StatsigEvent(f"e{i}", i, msgspec.Raw(b'{"userID":"u"}')) for i in range(2000)]
     body = StatsigSink("http://127.0.0.1:1/v1", "secret-x", gzip_level=level).encode(events)
     assert body[:4] == b"\x1f\x8b\x08\x00" and body[4:8] == b"\0\0\0\0"  # gzip, deflate, no name, mtime 0
     doc = orjson.loads(gzip.decompress(body))  # what the stdlib (and Statsig) reads
-    assert doc["events"] == events and doc["statsigMetadata"]["sdkType"] == "statsig-forwarder"
+    assert doc["events"] == [e.as_dict() for e in events] and doc["statsigMetadata"]["sdkType"] == "statsig-forwarder"
 
 
 def test_retry_after_is_read() -> None:

@@ -69,17 +69,17 @@ class EventSelector:
     def filters_time(self) -> bool:
         return self.since is not None or self.until is not None or self.require_time
 
-    def __call__(self, obj: dict[str, Any], event: StatsigEvent) -> bool:
-        """Send this event? `obj` is the line as written (a missing time is filled when decoding)."""
+    def __call__(self, event: StatsigEvent, timed: bool) -> bool:
+        """Send this event? `timed`: its line had a time (a missing one is filled when decoding)."""
         if self.filters_time:
-            if obj.get("time") is None:
+            if not timed:
                 if self.require_time:
                     return False
-            elif (self.since is not None and event["time"] < self.since) or (
-                self.until is not None and event["time"] >= self.until
+            elif (self.since is not None and event.time < self.since) or (
+                self.until is not None and event.time >= self.until
             ):
                 return False
-        return self.names is None or event["eventName"] in self.names
+        return self.names is None or event.eventName in self.names
 
 
 def expand(patterns: tuple[str, ...], exclude: list[str] | None = None) -> list[str]:

@@ -8,17 +8,18 @@ the same reason it would get alone.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
+import orjson
 from msgspec import Raw
 
 from ..model import StatsigEvent
 from .event import (
     FILE_FIELDS,
-    MAX_DEPTH,
     SDK_FIELDS,
     DroppedByStatsig,
     FileEvent,
@@ -79,6 +80,8 @@ def decode_line(line: bytes, unknown_fields: UnknownFields = "metadata",
 def judge_line(line: bytes | Raw, unknown_fields: UnknownFields = "metadata",
                oversize_fields: OversizeFields = "send", now: int | None = None) -> Decoded:
     """decode_line with everything the reader needs to know; `now` stands for a missing time."""
+    if not line.isascii() if type(line) is bytes else not bytes(line).isascii():
+        _check_utf8(bytes(line))
     try:
         ev: FileEvent | SdkEvent = _FILE.decode(line)
     except _REFUSED:
@@ -163,6 +166,25 @@ def _got(message: str) -> str:
     return {"str": "string", "int": "number", "float": "number", "bool": "boolean"}.get(kind, kind)
 
 
+def _check_utf8(data: bytes) -> None:
+    """LineError for invalid UTF-8 anywhere (msgspec checks it in the strings it decodes, not in
+    the Raw fields it keeps)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as u:
+        raise LineError(f"invalid UTF-8 at byte {u.start}") from None
+
+
+def _utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _parse_error(line: bytes | Raw, e: msgspec.DecodeError) -> LineError:
     try:
         bytes(line).decode("utf-8")
@@ -195,7 +217,7 @@ class ChunkDecoder:
     worked last (a file tends to hold one shape)."""
 
     def __init__(self) -> None:
-        self._decoders = [_FILE, _SDK]
+        self._decoders: list[msgspec.json.Decoder[Any]] = [_FILE, _SDK]
 
     def decode(self, data: bytes, oversize: OversizeFields = "send", now: int | None = None) -> Many | None:
         """All lines of `data` (whole lines; the last may lack its newline), or None when any
@@ -203,6 +225,8 @@ class ChunkDecoder:
         objects on one line or one object over two (decode_lines reads a stream of values, so
         one value per line is checked here: every inner newline must sit in `}\\n{`)."""
         items = None
+        if not _utf8(data):
+            return None
         for i, decoder in enumerate(self._decoders):
             try:
                 items = decoder.decode_lines(data)
@@ -240,8 +264,10 @@ def _wire_all(items: list[Any], oversize: OversizeFields, now: int) -> Many | No
 
 # -- request bodies --------------------------------------------------------------------------
 BodyShape = Literal["array", "sdk", "one"]
-_BODY_FILE = {"array": msgspec.json.Decoder(list[FileEvent]), "one": msgspec.json.Decoder(FileEvent)}
-_BODY_SDK = {"array": msgspec.json.Decoder(list[SdkEvent]), "one": msgspec.json.Decoder(SdkEvent)}
+_BODY_FILE: dict[str, msgspec.json.Decoder[Any]] = {
+    "array": msgspec.json.Decoder(list[FileEvent]), "one": msgspec.json.Decoder(FileEvent)}
+_BODY_SDK: dict[str, msgspec.json.Decoder[Any]] = {
+    "array": msgspec.json.Decoder(list[SdkEvent]), "one": msgspec.json.Decoder(SdkEvent)}
 
 
 class _SdkBatch(msgspec.Struct):
@@ -279,7 +305,7 @@ def decode_events(body: bytes, shape: BodyShape, unknown_fields: UnknownFields =
     if fast is not None:
         return fast
     results: list[Decoded | LineError] = []
-    for raw in _split_body(body, shape):
+    for raw in _split_body(body, shape):  # each event alone: a bad one costs only itself
         try:
             results.append(judge_line(raw, unknown_fields, oversize_fields, now))
         except LineError as e:
@@ -287,13 +313,13 @@ def decode_events(body: bytes, shape: BodyShape, unknown_fields: UnknownFields =
     return results
 
 
-def _decode_body_fast(body: bytes, shape: BodyShape, oversize: OversizeFields, now: int) -> list[Decoded | LineError] | None:
+def _decode_body_fast(body: bytes, shape: BodyShape, oversize: OversizeFields,
+                      now: int) -> list[Decoded | LineError] | None:
     items: Any = None
+    if not _utf8(body):
+        return None
     try:
-        if shape == "sdk":
-            items = _SDK_BATCH.decode(body).events
-        else:
-            items = _BODY_FILE[shape].decode(body)
+        items = _SDK_BATCH.decode(body).events if shape == "sdk" else _BODY_FILE[shape].decode(body)
     except _REFUSED:
         if shape == "sdk":
             return None
@@ -311,7 +337,7 @@ def _decode_body_fast(body: bytes, shape: BodyShape, oversize: OversizeFields, n
     return [Decoded(ev, over.get(i, []), i not in untimed) for i, ev in enumerate(many.events)]
 
 
-def _split_body(body: bytes, shape: BodyShape) -> list[Raw]:
+def _split_body(body: bytes, shape: BodyShape) -> list[Raw] | list[bytes]:
     """The events of a body as raw JSON texts (BodyError when the body is refused as a whole)."""
     try:
         if shape == "one":
@@ -327,11 +353,47 @@ def _split_body(body: bytes, shape: BodyShape) -> list[Raw]:
     except msgspec.DecodeError as e:
         raise BodyError(f"invalid JSON: {e}") from None
     except RecursionError:
-        raise BodyError(f"nested deeper than an event may be ({MAX_DEPTH} levels, the event counting as "
-                        "one): no event of this body was read") from None
+        return _split_deep(body, shape)
 
 
 _ANY_RAW = msgspec.json.Decoder(Raw)
+_BODY_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},:]', re.S)
+
+
+def _split_deep(body: bytes, shape: BodyShape) -> list[bytes]:
+    """The events of a body nested too deep for msgspec, found by scanning its brackets (outside
+    strings): each is then decoded alone, and only the deep ones are refused."""
+    if shape == "one":
+        return [body]
+    depth = 0
+    inner: int | None = None  # the depth inside the events array, once found
+    start = 0
+    items: list[bytes] = []
+    prev = key = b""
+    for m in _BODY_TOKENS.finditer(body):
+        token = m.group()
+        kind = token[:1]
+        if kind in b"[{":
+            if inner is None and kind == b"[" and (
+                    (shape == "array" and depth == 0)
+                    or (shape == "sdk" and depth == 1 and prev == b":" and key == b'"events"')):
+                inner, start = depth + 1, m.end()
+            depth += 1
+        elif kind in b"]}":
+            depth -= 1
+            if inner is not None and depth == inner - 1:
+                last = body[start:m.start()].strip()
+                if last or items:
+                    items.append(last)
+                return items
+        elif kind == b",":
+            if inner is not None and depth == inner:
+                items.append(body[start:m.start()].strip())
+                start = m.end()
+        elif kind == b":" and depth == 1:
+            key = prev
+        prev = token
+    raise BodyError("invalid JSON: the events array does not end")
 
 
 def encode_line(event: StatsigEvent) -> bytes:
@@ -347,3 +409,19 @@ def encode_events(events: list[StatsigEvent]) -> bytes:
 def depth_of(data: bytes) -> int:
     """How deep objects/arrays nest in JSON text (for diagnostics; brackets in strings ignored)."""
     return nesting(data)
+
+
+def to_statsig(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata",
+               oversize_fields: OversizeFields = "send", line_bytes: int | None = None) -> dict[str, Any]:
+    """Compatibility for the receiver until it decodes whole bodies (`decode_events`): one decoded
+    object -> its Statsig event as a dict; InvalidEvent (DroppedByStatsig) with the reason."""
+    try:
+        line = orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        raise InvalidEvent(too_deep()) from None
+    try:
+        return judge_line(line, unknown_fields, oversize_fields).event.as_dict()
+    except StatsigRuleError as e:
+        raise DroppedByStatsig(str(e).removeprefix("invalid event: "), e.over) from None
+    except LineError as e:
+        raise InvalidEvent(str(e).removeprefix("invalid event: ")) from None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 import orjson
@@ -75,8 +75,16 @@ Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Value = str | Int64 | float | None
 _OBJECT = {"type": ["object", "null"]}
 # A JSON object kept as its text (msgspec cannot type a Raw; `to_wire` checks it is an object).
-ObjectRaw = Annotated[Raw, Meta(extra_json_schema=_OBJECT)]
-ListRaw = Annotated[Raw, Meta(extra_json_schema={"type": ["array", "null"], "items": {"type": "object"}})]
+# Absent: None (msgspec decodes no union with Raw, so a JSON null arrives as Raw(b"null")).
+if TYPE_CHECKING:
+    ObjectRaw = Raw | None
+    ListRaw = Raw | None
+    UserRaw = Raw | None
+else:
+    ObjectRaw = Annotated[Raw, Meta(extra_json_schema=_OBJECT)]
+    ListRaw = Annotated[Raw, Meta(extra_json_schema={"type": ["array", "null"], "items": {"type": "object"}})]
+    UserRaw = Annotated[Raw, Meta(extra_json_schema={"type": ["object", "null"], "description": "a Statsig "
+                                                     "user (typed as FileUser; other keys pass)"})]
 
 
 class FileUser(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
@@ -128,9 +136,7 @@ class SdkEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One event in Statsig's own shape, as a Statsig SDK logs it (forwarded as it came)."""
 
     eventName: Name
-    user: Annotated[Raw, Meta(extra_json_schema={"type": ["object", "null"],
-                                                 "description": "a Statsig user (typed as FileUser; "
-                                                 "other keys pass)"})] = None
+    user: UserRaw = None
     value: Value = None
     metadata: ObjectRaw = None
     time: TimeField = None
@@ -284,7 +290,7 @@ def to_wire(ev: FileEvent | SdkEvent, now: int, metadata: Raw | None = None) -> 
     """
     t = ev.time
     if type(t) is not int:
-        t = now if t is None else _epoch_ms(t)  # type: ignore[arg-type]
+        t = now if t is None else _epoch_ms(t)
     m = _object(ev.metadata if metadata is None else metadata, "metadata")
     if m is not None:
         check_depth(m, MAX_DEPTH - 1, "metadata")
@@ -322,6 +328,23 @@ def _exposures(raw: Raw) -> Raw | None:
             raise InvalidEvent(describe(e, "secondaryExposures")) from None
         check_depth(raw, MAX_DEPTH - 1, "secondaryExposures")
     return raw
+
+
+def set_metadata(ev: StatsigEvent, key: str, value: str) -> None:
+    """Set one metadata key of `ev` (the event id), without decoding its metadata when it lacks the key."""
+    pair = _ENCODE(key) + b":" + _ENCODE(value)
+    m = ev.metadata
+    if m is None:
+        ev.metadata = Raw(b"{" + pair + b"}")
+        return
+    text = bytes(m)
+    if _ENCODE(key) in text:  # maybe already there: the one rare case that decodes it
+        fields = _FIELDS(text)
+        fields[key] = Raw(_ENCODE(value))
+        ev.metadata = Raw(_ENCODE(fields))
+        return
+    head = text[:-1].rstrip()
+    ev.metadata = Raw(head + (b"," if head[-1:] != b"{" else b"") + pair + b"}")
 
 
 def over_limits(ev: StatsigEvent) -> list[str]:

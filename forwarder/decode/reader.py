@@ -4,29 +4,39 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 from collections.abc import Callable
-from typing import Any
-
-import orjson
 
 from ..delivery.batcher import Batcher
 from ..model import Batch, Chunk, Rejection, StatsigEvent
 from ..rules import ActiveRules
+from ..rules.match import RuleSet
 from ..source import Source
 from ..source.lines import too_long
 from ..state.deadletter import DeadLetter
 from ..stats import Stats
-from .codec import LineError, StatsigRuleError, decode_object, parse_line
-from .event import OversizeFields, UnknownFields, fast_path, over_limits
+from .codec import ChunkDecoder, LineError, StatsigRuleError, judge_line, now_ms
+from .event import OversizeFields, UnknownFields, set_metadata
 
 log = logging.getLogger(__name__)
 
 READ_BUDGET = 1024 * 1024  # bytes per poll in all; sources take files in turn (fairness)
 
-Selector = Callable[[dict[str, Any], StatsigEvent], bool]
-"""(the line's JSON object, its Statsig event) -> send it? False: a valid event left out on
-purpose (replay's filters): counted as skipped, and passed by the checkpoint like any line."""
+Selector = Callable[[StatsigEvent, bool], bool]
+"""(a Statsig event, whether its line had its own time) -> send it? False: a valid event left
+out on purpose (replay's filters): counted as skipped, and passed by the checkpoint like any line."""
+
+_NEWLINE = re.compile(b"\n")
+
+
+def _line_ends(data: bytes) -> list[int]:
+    """Where each line of a chunk ends in it (just past its newline; a last line without one
+    ends at len(data))."""
+    ends = [m.end() for m in _NEWLINE.finditer(data)]
+    if not data.endswith(b"\n"):
+        ends.append(len(data))
+    return ends
 
 
 class Reader:
@@ -65,6 +75,7 @@ class Reader:
         self.event_id_field = event_id_field  # metadata key of "<fingerprint>:<offset>"; "" = none
         self.oversize_fields = oversize_fields
         self.rules = rules  # event rules: removed events are counted and passed like skipped ones
+        self.decoder = ChunkDecoder()
         self.stop = threading.Event()  # stop reading, ship what was read
         self.abort = threading.Event()  # give up even on shipping
 
@@ -95,6 +106,110 @@ class Reader:
                 self.wake.wait(timeout)
 
     def _chunk(self, chunk: Chunk) -> None:
+        """Decode a chunk in one call; when that call refuses anything, line by line."""
+        data = chunk.data
+        now = now_ms()
+        many = None
+        # NULs (a copytruncate hole) and lines that may be too long are the per-line path's.
+        if len(data) <= self.max_line_bytes and b"\0" not in data:
+            many = self.decoder.decode(data, self.oversize_fields, now)
+        if many is None:
+            self._lines(chunk, now)
+            return
+        count = self.stats.count_statsig_rules
+        for _, over in many.over:
+            count(over, rejected=False)
+        events = many.events
+        ends = None
+        key = chunk.key
+        ruleset = self.rules.current if self.rules is not None else None  # swapped between chunks only
+        id_field = self.event_id_field
+        id_prefix = key + ":" if key is not None and id_field else None
+        select = self.select
+        if select is not None or ruleset is not None or id_prefix is not None:
+            ends = _line_ends(data)
+            self._filter(chunk, events, ends, set(many.untimed) if select is not None else set(), ruleset)
+            return
+        self._add(chunk, events, None, len(events))
+
+    def _filter(self, chunk: Chunk, events: list[StatsigEvent], ends: list[int], untimed: set[int],
+                ruleset: RuleSet | None) -> None:
+        """The events of an all-good chunk through replay's selector, the rules and the event id."""
+        key = chunk.key
+        base = chunk.start
+        data = chunk.data
+        select = self.select
+        id_field = self.event_id_field
+        id_prefix = key + ":" if key is not None and id_field else None
+        plans = ruleset.plans if ruleset is not None else {}
+        key_prefix = key + ":" if key is not None else None
+        kept: list[StatsigEvent] = []
+        kept_ends: list[int] = []
+        start = 0
+        n_skipped = n_removed = 0
+        for i, event in enumerate(events):
+            end = ends[i]
+            line_start, start = start, end
+            if select is not None and not select(event, i not in untimed):
+                n_skipped += 1
+                continue
+            if ruleset is not None:
+                try:
+                    plan = plans[event.eventName]  # None for names no rule touches
+                except KeyError:
+                    plan = ruleset.plan(event.eventName)
+                if plan is not None and plan(event, key_prefix, base + line_start,
+                                             b"" if key_prefix is not None else data[line_start:end].rstrip(b"\n")):
+                    n_removed += 1
+                    continue
+            if id_prefix is not None:
+                set_metadata(event, id_field, id_prefix + str(base + line_start))
+            kept.append(event)
+            kept_ends.append(end)
+        if ruleset is not None:
+            ruleset.flush(self.stats)
+        self._add(chunk, kept, kept_ends, len(events), n_skipped, n_removed)
+
+    def _add(self, chunk: Chunk, events: list[StatsigEvent], ends: list[int] | None, lines: int,
+             n_skipped: int = 0, n_removed: int = 0) -> None:
+        """Batch the valid events of a chunk (`ends`: where each one's line ends in chunk.data;
+        needed only when the chunk does not fit in the open batch), and mark the chunk read."""
+        batcher = self.batcher
+        key = chunk.key
+        data = chunk.data
+        end = chunk.start + len(data)
+        room_n, room_b = batcher.room()
+        n = len(events)
+        if n <= room_n and len(data) - lines < room_b:  # line bytes, without newlines
+            batcher.extend(events, len(data) - lines)
+        else:
+            if ends is None:
+                ends = _line_ends(data)
+            # Batches close on count and on bytes, exactly as line by line.
+            first = 0
+            first_at = 0
+            while first < n:
+                room_n, room_b = batcher.room()
+                last = min(n, first + room_n)
+                if ends[last - 1] - first_at - (last - first) >= room_b:
+                    last = first + 1
+                    while last < n and ends[last - 1] - first_at - (last - first) < room_b:
+                        last += 1
+                nbytes = ends[last - 1] - first_at - (last - first)
+                batcher.extend(events[first:last], nbytes)
+                stop = ends[last - 1]
+                if last - first >= room_n or nbytes >= room_b:
+                    if key is not None:
+                        batcher.mark(key, chunk.start + stop)
+                    self._ship(batcher.take())
+                first, first_at = last, stop
+        if key is not None:
+            batcher.mark(key, end)
+        self.stats.add(lines_read=lines, events_read=n + n_skipped + n_removed, events_skipped=n_skipped,
+                       events_removed=n_removed)
+
+    def _lines(self, chunk: Chunk, now: int) -> None:
+        """A chunk line by line: the bad lines dead-lettered with their reasons, the rest batched."""
         lines = chunk.data.split(b"\n")
         if not chunk.final:
             lines.pop()  # the empty piece after the last newline
@@ -102,18 +217,15 @@ class Reader:
         offset = chunk.start
         batcher = self.batcher
         max_len = self.max_line_bytes
-        loads, fast = orjson.loads, fast_path
         select = self.select
         id_field = self.event_id_field
         id_prefix = key + ":" if key is not None and id_field else None
         ruleset = self.rules.current if self.rules is not None else None  # swapped between chunks only
         plans = ruleset.plans if ruleset is not None else {}
         key_prefix = key + ":" if key is not None else None
-        # Events gather in a local list and go to the batcher once per batch or chunk, not
-        # once per event; `room_*` count down what the open batch still takes.
+        unknown, oversize = self.unknown_fields, self.oversize_fields
         room_n, room_b = batcher.room()
         pending: list[StatsigEvent] = []
-        append = pending.append
         pending_bytes = 0
         n_events = 0
         n_skipped = 0
@@ -130,44 +242,32 @@ class Reader:
             if check_len and size > max_len:
                 self._reject(too_long(key, chunk.path, start, offset, line, size, max_len))
                 continue
-            try:  # the common case inline; parse_line/decode_object decide (and explain) the rest
-                obj = loads(line)
-                event = fast(obj, size) if type(obj) is dict else None
-            except orjson.JSONDecodeError:
-                obj = event = None
-            if event is None:
-                if not line.strip(b" \t\r"):  # JSON whitespace only; a form feed is garbage
-                    continue
-                try:
-                    if type(obj) is not dict:
-                        obj = parse_line(line)
-                    event = decode_object(obj, self.unknown_fields, self.oversize_fields)
-                except LineError as e:
-                    if isinstance(e, StatsigRuleError):
-                        self.stats.count_statsig_rules(e.over, rejected=True)
-                    self._reject(Rejection(key, chunk.path, start, offset, str(e), line, size))
-                    continue
-                if self.oversize_fields == "send":  # ("reject" raised above)
-                    over = over_limits(event, size)
-                    if over:
-                        self.stats.count_statsig_rules(over, rejected=False)
-            if select is not None and not select(obj, event):
+            if not line.strip(b" \t\r"):  # JSON whitespace only; a form feed is garbage
+                continue
+            try:
+                decoded = judge_line(line, unknown, oversize, now)
+            except LineError as e:
+                if isinstance(e, StatsigRuleError):
+                    self.stats.count_statsig_rules(e.over, rejected=True)
+                self._reject(Rejection(key, chunk.path, start, offset, str(e), line, size))
+                continue
+            event = decoded.event
+            if decoded.over:
+                self.stats.count_statsig_rules(decoded.over, rejected=False)
+            if select is not None and not select(event, decoded.timed):
                 n_skipped += 1
                 continue
             if ruleset is not None:
                 try:
-                    plan = plans[event["eventName"]]  # None for names no rule touches
+                    plan = plans[event.eventName]  # None for names no rule touches
                 except KeyError:
-                    plan = ruleset.plan(event["eventName"])
+                    plan = ruleset.plan(event.eventName)
                 if plan is not None and plan(event, key_prefix, start, line):
                     n_removed += 1
                     continue
             if id_prefix is not None:
-                try:
-                    event["metadata"][id_field] = id_prefix + str(start)
-                except KeyError:
-                    event["metadata"] = {id_field: id_prefix + str(start)}
-            append(event)
+                set_metadata(event, id_field, id_prefix + str(start))
+            pending.append(event)
             pending_bytes += size
             room_n -= 1
             room_b -= size
@@ -178,7 +278,6 @@ class Reader:
                     batcher.mark(key, offset)
                 self._ship(batcher.take())
                 pending = []
-                append = pending.append
                 pending_bytes = 0
                 room_n, room_b = batcher.room()
         batcher.extend(pending, pending_bytes)

@@ -14,7 +14,7 @@ import reprlib
 import threading
 import time
 
-import orjson
+import msgspec
 
 from ..errors import AuthError, RejectedError, RetryableError
 from ..metrics import BATCH_SECONDS, REQUEST_SECONDS
@@ -26,6 +26,7 @@ from .ratelimit import TokenBucket
 from .sink import Sink
 
 log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
 
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 100, 1000, 1000, 100_000, 1000
@@ -183,8 +184,8 @@ class Senders:
         """Statsig refused this batch: find the refused events by halving, send the rest."""
         if len(events) == 1:
             try:
-                raw = orjson.dumps(events[0])
-            except orjson.JSONEncodeError:  # unencodable (see sink._dumps): keep what it was
+                raw = _encode(events[0])
+            except (TypeError, ValueError, RecursionError):  # unencodable (see sink._dumps): keep what it was
                 raw = _REPR.repr(events[0]).encode()  # bounded: plain repr() recurses into RecursionError
             reason = f"rejected by Statsig: {error}" if error.status else f"cannot be sent: {error}"
             self._dead_letter(Rejection(None, "statsig", -1, -1, reason, raw, len(raw)))

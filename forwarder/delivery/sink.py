@@ -16,6 +16,7 @@ import urllib.parse
 import uuid
 from typing import BinaryIO, Protocol
 
+import msgspec
 import orjson
 from isal import igzip
 
@@ -73,7 +74,7 @@ class StatsigSink:
         self._open_lock = threading.Lock()
 
     def encode(self, events: list[StatsigEvent]) -> bytes:
-        body = _dumps({"events": events, "statsigMetadata": self._metadata})
+        body = _dumps(_Request(events, self._metadata))
         return igzip.compress(body, self._gzip_level, mtime=0)
 
     def send(self, events: list[StatsigEvent], retry_count: int = 0) -> None:
@@ -140,13 +141,24 @@ def classify(status: int, body: bytes, retry_after: str | None = None) -> None:
     raise RetryableError(f"HTTP {status}: {text}", status, _parse_retry_after(retry_after))
 
 
+class _Request(msgspec.Struct):
+    """The body of a log_event request."""
+
+    events: list[StatsigEvent]
+    statsigMetadata: dict[str, str]
+
+
+_encode = msgspec.json.Encoder().encode
+
+
 def _dumps(doc: object) -> bytes:
+    """JSON of a request or event; nested Raw fields are written as they came."""
     try:
-        return orjson.dumps(doc)
-    except orjson.JSONEncodeError as e:
-        # orjson writes at most 254 levels of nesting but reads 1024: such an event decodes
-        # yet can never be sent. A rejection gets it isolated and dead-lettered, instead of
-        # killing the sender thread (which stalled the pipeline for good).
+        return _encode(doc)
+    except (TypeError, ValueError, RecursionError) as e:
+        # The decoder admits only what can be encoded (types, depth); should anything slip
+        # through, a rejection gets it isolated and dead-lettered instead of killing the
+        # sender thread (which stalled the pipeline for good).
         raise RejectedError(f"cannot encode as JSON: {e}") from None
 
 
@@ -171,7 +183,7 @@ class StdoutSink:
         self._lock = threading.Lock()
 
     def send(self, events: list[StatsigEvent], retry_count: int = 0) -> None:
-        data = b"".join(_dumps(e) + b"\n" for e in events)
+        data = b"".join([_dumps(e) + b"\n" for e in events])
         with self._lock:
             self._stream.write(data)
             self._stream.flush()

@@ -19,6 +19,9 @@ import fnmatch
 import re
 from collections.abc import Callable
 from hashlib import blake2b
+from typing import Any
+
+import msgspec
 
 from ..decode.event import ANONYMOUS  # the userID the decoder gives events without one
 from ..model import StatsigEvent
@@ -52,8 +55,21 @@ def keep_share(rate: float) -> bytes | None:
     return None if n >= _SPACE else n.to_bytes(8, "big")
 
 
+_FIELDS = frozenset(StatsigEvent.__struct_fields__)
+_decode = msgspec.json.Decoder().decode
+
+
+def field_value(event: StatsigEvent, name: str) -> Any:
+    """A top-level field of the event as plain JSON values (nested Raw objects decoded: only
+    for the events a rule reads them from)."""
+    if name not in _FIELDS:
+        return None
+    node = getattr(event, name)
+    return _decode(node) if type(node) is msgspec.Raw else node
+
+
 def user_key(event: StatsigEvent) -> str | None:
-    user = event.get("user")
+    user = field_value(event, "user")
     if type(user) is not dict:
         return None
     uid = user.get("userID")
@@ -116,7 +132,7 @@ def make_plan(rules: list[CompiledRule]) -> Plan:
     def plan(event: StatsigEvent, prefix: str | None, start: int, line: bytes) -> bool:
         for field, path, equals, equals_bool, drop, rule in steps:
             if field is not None:
-                node = event.get(field)
+                node = field_value(event, field)
                 for part in path:
                     node = node.get(part) if type(node) is dict else None
                 if node is None:
@@ -156,7 +172,7 @@ class RuleSet:
 
     def decide(self, event: StatsigEvent, ident: str | bytes) -> bool:
         """Remove this event? `ident`: its stable id, or its line (the reader inlines this lookup)."""
-        name = event["eventName"]
+        name = event.eventName
         plan = self.plans[name] if name in self.plans else self.plan(name)
         if plan is None:
             return False
