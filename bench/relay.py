@@ -63,10 +63,24 @@ def sdk_request(batch: list[dict[str, object]], encoding: str) -> bytes:
     return head.encode() + body
 
 
-def run_case(batch: int, encoding: str, clients: int, seconds: float) -> dict[str, float]:
+def parse_rate(batch: int) -> float:
+    """Events/s of `orjson.loads` on the same (uncompressed) bodies, in CPU time of this process: the yardstick."""
+    bodies = [orjson.dumps({"events": [sdk_event(i * batch + j) for j in range(batch)],
+                            "statsigMetadata": {"sdkType": "statsig-server-core-python"}}) for i in range(16)]
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.process_time()
+        for b in bodies:
+            orjson.loads(b)
+        best = min(best, time.process_time() - t0)
+    return len(bodies) * batch / best
+
+
+def run_case(batch: int, encoding: str, clients: int, seconds: float, build: Path | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "events.ndjson"
-        proc, port = start_receiver(log, "fsync", {"STATSIG_SERVER_SECRET_KEY": KEY, "FORWARDER_STATE_DIR": tmp})
+        proc, port = start_receiver(log, "fsync", {"STATSIG_SERVER_SECRET_KEY": KEY, "FORWARDER_STATE_DIR": tmp},
+                                    build=build)
         try:
             reqs = [sdk_request([sdk_event(i * batch + j) for j in range(batch)], encoding) for i in range(16)]
             asyncio.run(drive(port, reqs, clients, min(1.0, seconds)))  # warm-up
@@ -82,11 +96,11 @@ def run_case(batch: int, encoding: str, clients: int, seconds: float) -> dict[st
         assert lines == n * batch, f"log holds {lines} lines, expected {n * batch}"
     return {"events/s": n * batch / elapsed, "requests/s": n / elapsed, "p50 ms": percentile(lat, 0.5) * 1000,
             "p99 ms": percentile(lat, 0.99) * 1000, "cpu": cpu / elapsed, "rss": rss_kb / 1024,
-            "body KB": len(reqs[0]) / 1024}
+            "body KB": len(reqs[0]) / 1024, "us/event": cpu / (n * batch) * 1e6}
 
 
 def sdk_flood(calls: int, through_sidecar: bool, options: dict[str, object],
-              linger: float) -> tuple[int, int | None, float]:
+              linger: float, build: Path | None = None) -> tuple[int, int | None, float]:
     """(events arrived at the fake, lines the relay appended, seconds) for `calls` log_event calls."""
     fake = RemoteFake()
     sidecar = None
@@ -99,7 +113,7 @@ def sdk_flood(calls: int, through_sidecar: bool, options: dict[str, object],
                 sidecar = subprocess.Popen(
                     [sys.executable, "-m", "forwarder", "run", f"{tmp}/events.ndjson", "--listen", "127.0.0.1:0",
                      "--statsig-api", fake.url, "--state-dir", f"{tmp}/state", "--batch-size", "2000"],
-                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=build)
                 assert sidecar.stderr is not None
                 for line in sidecar.stderr:
                     doc = orjson.loads(line)
@@ -139,26 +153,46 @@ def main() -> None:
                     help="part 2: seconds the app waits after its last call before shutdown()")
     ap.add_argument("--sdk-options", type=json.loads, default={},
                     help='part 2: StatsigOptions for the SDK, as JSON ({"event_logging_max_queue_size": 5000})')
+    ap.add_argument("--batch", type=int, action="append", help="part 1: events per request (repeatable; "
+                    "default 500 and 2000)")
+    ap.add_argument("--encoding", choices=["gzip", "zstd"], action="append",
+                    help="part 1: body encoding (repeatable; default both)")
+    ap.add_argument("--build", action="append", type=Path, default=[],
+                    help="also run the server from this checkout (e.g. `git worktree add /tmp/old main`), "
+                    "alternating with this one, case by case (repeatable)")
+    ap.add_argument("--rounds", type=int, default=1, help="alternating rounds of every build")
     args = ap.parse_args()
+    builds: list[Path | None] = [None, *args.build]
     print(f"relay benchmark: {hardware()}; {args.clients} keep-alive clients, {args.seconds:g} s per case, "
-          "durability fsync")
-    print(f"{'events/req':>10} {'encoding':>8} {'body KB':>8} {'req/s':>7} {'events/s':>10} {'p50 ms':>7} "
-          f"{'p99 ms':>7} {'srv CPU':>7} {'RSS MB':>6}")
-    for batch in () if args.only_sdk else (500, 2000):
-        for encoding in ("gzip", "zstd"):
-            r = run_case(batch, encoding, args.clients, args.seconds)
-            print(f"{batch:>10} {encoding:>8} {r['body KB']:>8.0f} {r['requests/s']:>7,.0f} {r['events/s']:>10,.0f} "
-                  f"{r['p50 ms']:>7.1f} {r['p99 ms']:>7.1f} {r['cpu']:>7.2f} {r['rss']:>6.0f}", flush=True)
+          "durability fsync; srv CPU = the server's CPU s per s, us/event = its CPU per event")
+    batches = () if args.only_sdk else args.batch or (500, 2000)
+    rates = {batch: parse_rate(batch) for batch in batches}
+    for batch, rate in rates.items():
+        print(f"yardstick: orjson.loads of the same {batch}-event bodies, {rate:,.0f} events/s (CPU time)")
+    print(f"{'build':<10} {'events/req':>10} {'encoding':>8} {'body KB':>8} {'req/s':>7} {'events/s':>10} "
+          f"{'x parse':>7} {'p50 ms':>7} {'p99 ms':>7} {'srv CPU':>7} {'us/event':>8} {'RSS MB':>6}")
+    for _ in range(args.rounds):
+        for batch in batches:
+            for encoding in args.encoding or ("gzip", "zstd"):
+                for build in builds:
+                    r = run_case(batch, encoding, args.clients, args.seconds, build)
+                    name = "this" if build is None else build.name
+                    print(f"{name:<10} {batch:>10} {encoding:>8} {r['body KB']:>8.0f} {r['requests/s']:>7,.0f} "
+                          f"{r['events/s']:>10,.0f} {r['events/s'] / rates[batch]:>7.3f} {r['p50 ms']:>7.1f} "
+                          f"{r['p99 ms']:>7.1f} {r['cpu']:>7.2f} {r['us/event']:>8.2f} {r['rss']:>6.0f}", flush=True)
     if args.sdk_calls:
         print(f"\nstatsig-python-core, {args.sdk_calls:,} log_event calls without pause, options "
               f"{args.sdk_options or 'default'}, {args.sdk_linger:g} s before shutdown() "
               "(events arrived include the SDK's own diagnostics events):")
-        for through in (False, True):
-            arrived, appended, secs = sdk_flood(args.sdk_calls, through, args.sdk_options, args.sdk_linger)
-            way = "through the sidecar" if through else "directly to the fake"
-            via = f", {appended:,} appended by the relay" if appended is not None else ""
-            print(f"  {way:<22} {arrived:>10,} arrived ({arrived / args.sdk_calls:.1%}){via}; the SDK took "
-                  f"{secs:.0f} s", flush=True)
+        for _ in range(args.rounds):
+            for through, build in [(False, None), *((True, b) for b in builds)]:
+                arrived, appended, secs = sdk_flood(args.sdk_calls, through, args.sdk_options, args.sdk_linger,
+                                                    build)
+                way = ("through the sidecar" + ("" if build is None else f" ({build.name})") if through
+                       else "directly to the fake")
+                via = f", {appended:,} appended by the relay" if appended is not None else ""
+                print(f"  {way:<32} {arrived:>10,} arrived ({arrived / args.sdk_calls:.1%}){via}; the SDK took "
+                      f"{secs:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
