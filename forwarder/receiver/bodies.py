@@ -19,9 +19,9 @@ import typing
 from typing import Any, Literal
 
 import msgspec
-from msgspec import Raw
+from msgspec import UNSET, Raw, UnsetType
 
-from ..decode.codec import LineError, encode_line, judge_line, now_ms
+from ..decode.codec import LineError, judge_line, now_ms
 from ..decode.event import (
     MAX_DEPTH,
     MAX_STRING_FIELD,
@@ -258,49 +258,143 @@ def _render(data: bytes, compact: bool, now: int | None) -> bytes:
 
 
 # -- the Statsig SDK relay ----------------------------------------------------------------------
+def wire(struct: type[msgspec.Struct]) -> type[msgspec.Struct]:
+    """A Struct that decodes what `struct` (decode.event's SdkEvent) accepts and encodes it in Statsig's
+    shape: nested objects kept as their text (`Raw`, UNSET when absent), `time` only as integer epoch ms."""
+    fields: list[Any] = []
+    for f in msgspec.structs.fields(struct):
+        if f.type in (ObjectRaw, ListRaw) or f.name == "user":
+            fields.append((f.name, Raw | UnsetType, UNSET))
+        elif f.name == "time":
+            fields.append((f.name, typing.get_args(f.type)[0] | None, None))
+        else:
+            fields.append((f.name, f.type) if f.required else (f.name, f.type, f.default))
+    return msgspec.defstruct(f"Wire{struct.__name__}", fields, forbid_unknown_fields=True, omit_defaults=True,
+                             gc=False)
+
+
+_SDK_WIRE = wire(SdkEvent)
+_OTHER_NESTED = ("metadata", "secondaryExposures", "statsigMetadata")
+_NULL = Raw(b"null")
+
+
+class _SdkWired(msgspec.Struct, gc=False):
+    events: list[_SDK_WIRE]  # type: ignore[valid-type]
+
+
+_WIRE_SDK_BODY = msgspec.json.Decoder(_SdkWired).decode
+_WIRE_ONE = msgspec.json.Decoder(_SDK_WIRE).decode
+_ENCODE_LINES = msgspec.json.Encoder().encode_lines
+_NESTED_DEPTH_BYTES = 2 * (MAX_DEPTH - 1)  # a nested object this short is within the limit
+
+
 def sdk_events(body: bytes, max_events: int, max_line: int, unknown: UnknownFields, oversize: OversizeFields,
                drop_internal: bool, masks: list[tuple[bytes, bytes]]) -> Decoded:
-    """The events of an SDK request as Statsig-shaped lines; ApiError 400 (JSON, shape), 413 (count)."""
-    raws = _frame_sdk(body)
-    if len(raws) > max_events:
-        raise ApiError(413, f"{len(raws)} events is over relay.max_batch_events ({max_events})")
+    """The events of an SDK request as Statsig-shaped lines; ApiError 400 (JSON, shape), 413 (count).
+
+    Two calls decode the whole body: into `wire(SdkEvent)` (the lines: typed scalars, nested objects as
+    text) and into `checking(SdkEvent)` (the nested objects' types). Per event, Python only leaves out
+    null nested fields, bounds the depth by counting brackets of nested texts longer than the limit
+    allows, and fills a missing time; `judge_line` takes the events that need more.
+    """
     try:
+        events: list[Any] = _WIRE_SDK_BODY(body).events
         checked: list[Any] | None = _CHECK_SDK_BODY(body).events
     except _REFUSED:
-        checked = None
+        events, checked = [], None
+    raws: list[Raw] | None = None
+    if checked is None:  # split: every event on its own
+        raws = _frame_sdk(body)
+        events = [_wire_sdk(raw) for raw in raws]
+    if len(events) > max_events:
+        raise ApiError(413, f"{len(events)} events is over relay.max_batch_events ({max_events})")
     now = now_ms()
     out = Decoded()
-    lines = []
-    compact = b"\n" in body or b"\r" in body
-    private = _PRIVATE in body
-    for i, raw in enumerate(raws):
-        data = bytes(raw)
-        ev = checked[i] if checked is not None else _check_sdk(data)
-        if (ev is None or _maybe_deep(data) or (private and _PRIVATE in data)
-                or (oversize == "reject" and _maybe_over(ev, data))):
+    good: list[Any] = []
+    scan_users = b"null" in body or _PRIVATE in body
+    for i, ev in enumerate(events):
+        if ev is None or _needs_step(ev, scan_users) or (oversize == "reject" and _wire_maybe_over(ev)):
+            if raws is None:
+                raws = _frame_sdk(body)
+            data = bytes(raws[i])
             try:
-                event = judge_line(data, unknown, oversize, now).event
+                ev = judge_line(data, unknown, oversize, now).event
             except LineError as e:
                 out.invalid.append(Invalid(i, _reason(e), mask(data, masks)))
                 continue
-            name = event.eventName
-            line = encode_line(event)
-        else:
-            name = ev.eventName
-            line = _render(data, compact, None if ev.time is not None else now)
-        if drop_internal and is_internal(name):
+        elif ev.time is None:
+            ev.time = now
+        if drop_internal and is_internal(ev.eventName):
             out.dropped += 1
             continue
+        good.append(ev)
+    if len(body) > max_line:  # only then may a line be longer than max_line_bytes
+        good = _within(good, max_line, out, events, masks)
+    if good:
+        out.data = mask(_ENCODE_LINES(good), masks)
+        out.lines = len(good)
+    return out
+
+
+def _wire_sdk(raw: Raw) -> Any:
+    """One event decoded for the fast path (both calls), or None: the per-event step decides."""
+    try:
+        _CHECK_ONE["sdk"](raw)
+        return _WIRE_ONE(raw)
+    except _REFUSED:
+        return None
+
+
+def _needs_step(ev: Any, scan_users: bool) -> bool:
+    """Leave out null nested fields; whether the event needs the per-event step: it may nest too deep
+    (a nested text long enough to, with more brackets than levels allowed), or (`scan_users`: the body
+    has them somewhere) its user has null fields or privateAttributes to leave out."""
+    long, levels = _NESTED_DEPTH_BYTES, MAX_DEPTH - 1
+    r = ev.user
+    if r is not UNSET:
+        n = len(r)
+        if n == 4 and r == _NULL:
+            ev.user = UNSET
+        elif scan_users or n > long:
+            data = bytes(r)
+            if scan_users and (b"null" in data or _PRIVATE in data):
+                return True
+            if n > long and data.count(b"{") + data.count(b"[") > levels:
+                return True
+    for name in _OTHER_NESTED:
+        r = getattr(ev, name)
+        if r is UNSET:
+            continue
+        n = len(r)
+        if n == 4 and r == _NULL:
+            setattr(ev, name, UNSET)
+        elif n > long:
+            data = bytes(r)
+            if data.count(b"{") + data.count(b"[") > levels:
+                return True
+    return False
+
+
+def _wire_maybe_over(ev: Any) -> bool:
+    value = ev.value
+    return (len(ev.eventName) > MAX_STRING_FIELD or (type(value) is str and len(value) > MAX_STRING_FIELD)
+            or any(r is not UNSET and len(r) > SAFE_LINE_BYTES for r in (ev.user, ev.metadata)))
+
+
+def _within(good: list[Any], max_line: int, out: Decoded, events: list[Any], masks: list[tuple[bytes, bytes]]) \
+        -> list[Any]:
+    """The events whose line fits max_line_bytes; the others invalid."""
+    kept = []
+    index = {id(ev): i for i, ev in enumerate(events)}
+    for ev in good:
+        line = _ENCODE(ev)
         if len(line) > max_line:
             reason = f"event is {len(line)} bytes as a line, over max_line_bytes ({max_line})"
-            out.invalid.append(Invalid(i, reason, mask(data, masks)))
+            out.invalid.append(Invalid(index.get(id(ev), -1), reason, mask(line, masks)))
             continue
-        lines.append(line)
-    if lines:
-        lines.append(b"")
-        out.data = mask(b"\n".join(lines), masks)
-        out.lines = len(lines) - 1
-    return out
+        kept.append(ev)
+    out.invalid.sort(key=lambda bad: bad.index)
+    return kept
 
 
 def _frame_sdk(body: bytes) -> list[Raw]:
@@ -318,14 +412,6 @@ def _frame_sdk(body: bytes) -> list[Raw]:
             from None
     got = "array" if events_raw[:1] == b"[" else _type_of(events_raw)
     raise ApiError(400, f'"events" must be an array of events, got {got}')
-
-
-def _check_sdk(raw: bytes) -> Any:
-    """One Statsig-shaped event checked, or None (also for the other form: the per-event step maps it)."""
-    try:
-        return _CHECK_ONE["sdk"](raw)
-    except _REFUSED:
-        return None
 
 
 def mask(data: bytes, masks: list[tuple[bytes, bytes]]) -> bytes:
