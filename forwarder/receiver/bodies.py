@@ -15,6 +15,7 @@ MAX_DEPTH, and under oversize_fields = "reject" a text long enough to be over St
 
 from __future__ import annotations
 
+import contextlib
 import typing
 from typing import Any, Literal
 
@@ -260,13 +261,16 @@ def _render(data: bytes, compact: bool, now: int | None) -> bytes:
 # -- the Statsig SDK relay ----------------------------------------------------------------------
 def wire(struct: type[msgspec.Struct]) -> type[msgspec.Struct]:
     """A Struct that decodes what `struct` (decode.event's SdkEvent) accepts and encodes it in Statsig's
-    shape: nested objects kept as their text (`Raw`, UNSET when absent), `time` only as integer epoch ms."""
+    shape: nested objects kept as their text (`Raw`, UNSET when absent), `time` only as integer epoch ms;
+    null and absent fields told apart (None, UNSET), so that the nulls of a body can be counted."""
     fields: list[Any] = []
     for f in msgspec.structs.fields(struct):
         if f.type in (ObjectRaw, ListRaw) or f.name == "user":
             fields.append((f.name, Raw | UnsetType, UNSET))
         elif f.name == "time":
-            fields.append((f.name, typing.get_args(f.type)[0] | None, None))
+            fields.append((f.name, typing.get_args(f.type)[0] | None | UnsetType, UNSET))
+        elif f.name == "value":  # null (None) told from absent (UNSET): both left out
+            fields.append((f.name, f.type | UnsetType, UNSET))
         else:
             fields.append((f.name, f.type) if f.required else (f.name, f.type, f.default))
     return msgspec.defstruct(f"Wire{struct.__name__}", fields, forbid_unknown_fields=True, omit_defaults=True,
@@ -274,7 +278,7 @@ def wire(struct: type[msgspec.Struct]) -> type[msgspec.Struct]:
 
 
 _SDK_WIRE = wire(SdkEvent)
-_OTHER_NESTED = ("metadata", "secondaryExposures", "statsigMetadata")
+_NESTED = ("user", "metadata", "secondaryExposures", "statsigMetadata")
 _NULL = Raw(b"null")
 
 
@@ -297,6 +301,9 @@ def sdk_events(body: bytes, max_events: int, max_line: int, unknown: UnknownFiel
     null nested fields, bounds the depth by counting brackets of nested texts longer than the limit
     allows, and fills a missing time; `judge_line` takes the events that need more.
     """
+    if b"\n" in body:  # nested texts are appended as they are: no line breaks in them
+        with contextlib.suppress(*_REFUSED):  # the decode says why
+            body = _FORMAT(body, indent=-1)
     try:
         events: list[Any] = _WIRE_SDK_BODY(body).events
         checked: list[Any] | None = _CHECK_SDK_BODY(body).events
@@ -311,9 +318,11 @@ def sdk_events(body: bytes, max_events: int, max_line: int, unknown: UnknownFiel
     now = now_ms()
     out = Decoded()
     good: list[Any] = []
-    scan_users = b"null" in body or _PRIVATE in body
+    stepped, stripped = _prepare(events, now)
+    if _users_to_clean(body, stripped):
+        stepped = [step or _user_to_clean(ev) for step, ev in zip(stepped, events, strict=True)]
     for i, ev in enumerate(events):
-        if ev is None or _needs_step(ev, scan_users) or (oversize == "reject" and _wire_maybe_over(ev)):
+        if stepped[i] or (oversize == "reject" and _wire_maybe_over(ev)):
             if raws is None:
                 raws = _frame_sdk(body)
             data = bytes(raws[i])
@@ -322,8 +331,6 @@ def sdk_events(body: bytes, max_events: int, max_line: int, unknown: UnknownFiel
             except LineError as e:
                 out.invalid.append(Invalid(i, _reason(e), mask(data, masks)))
                 continue
-        elif ev.time is None:
-            ev.time = now
         if drop_internal and is_internal(ev.eventName):
             out.dropped += 1
             continue
@@ -345,34 +352,55 @@ def _wire_sdk(raw: Raw) -> Any:
         return None
 
 
-def _needs_step(ev: Any, scan_users: bool) -> bool:
-    """Leave out null nested fields; whether the event needs the per-event step: it may nest too deep
-    (a nested text long enough to, with more brackets than levels allowed), or (`scan_users`: the body
-    has them somewhere) its user has null fields or privateAttributes to leave out."""
+def _prepare(events: list[Any], now: int) -> tuple[list[bool], int]:
+    """Leave out null fields (how many: the second value), fill a missing time; which events need the
+    per-event step: refused alone (None), or may nest too deep (a nested text long enough to, with more
+    brackets than the levels left for it)."""
     long, levels = _NESTED_DEPTH_BYTES, MAX_DEPTH - 1
-    r = ev.user
-    if r is not UNSET:
-        n = len(r)
-        if n == 4 and r == _NULL:
-            ev.user = UNSET
-        elif scan_users or n > long:
-            data = bytes(r)
-            if scan_users and (b"null" in data or _PRIVATE in data):
-                return True
-            if n > long and data.count(b"{") + data.count(b"[") > levels:
-                return True
-    for name in _OTHER_NESTED:
-        r = getattr(ev, name)
-        if r is UNSET:
-            continue
-        n = len(r)
-        if n == 4 and r == _NULL:
-            setattr(ev, name, UNSET)
-        elif n > long:
-            data = bytes(r)
-            if data.count(b"{") + data.count(b"[") > levels:
-                return True
-    return False
+    stepped = []
+    stripped = 0
+    for ev in events:
+        step = ev is None
+        if not step:
+            if ev.value is None:
+                ev.value = UNSET
+                stripped += 1
+            t = ev.time
+            if type(t) is not int:
+                stripped += t is None
+                ev.time = now
+            for name in _NESTED:
+                r = getattr(ev, name)
+                if r is UNSET:
+                    continue
+                n = len(r)
+                if n == 4 and r == _NULL:
+                    setattr(ev, name, UNSET)
+                    stripped += 1
+                elif n > long:
+                    data = bytes(r)
+                    if data.count(b"{") + data.count(b"[") > levels:
+                        step = True
+                        break
+        stepped.append(step)
+    return stepped, stripped
+
+
+def _users_to_clean(body: bytes, stripped: int) -> bool:
+    """Whether some user may have privateAttributes or null fields (the step leaves them out).
+
+    Without scanning each user: when the body holds no more `null`s than the top-level ones left out
+    (`stripped`), no user has a null field.
+    """
+    return _PRIVATE in body or body.count(b"null") > stripped
+
+
+def _user_to_clean(ev: Any) -> bool:
+    r = None if ev is None else ev.user
+    if r is None or r is UNSET:
+        return False
+    data = bytes(r)
+    return b"null" in data or _PRIVATE in data
 
 
 def _wire_maybe_over(ev: Any) -> bool:
