@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_statsig import FakeStatsig  # noqa: E402
 
-GEN = ROOT.parent / "shared" / "bench" / "gen_events.py"
+GEN = Path(os.environ.get("BENCH_GEN", ROOT.parent / "shared" / "bench" / "gen_events.py"))  # worktrees: set it
 DATA = Path(os.environ.get("BENCH_DATA", "/tmp/statsig-forwarder-bench"))
 
 
@@ -37,14 +37,18 @@ class ChildUsage:
     returncode: int
 
 
-def run_child(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> ChildUsage:
+def run_child(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+              stdin: Path | None = None) -> ChildUsage:
     """Run a command to completion and report its own wall time, CPU time and peak RSS.
 
     Peak RSS is sampled from /proc/PID/status (VmHWM): rusage's ru_maxrss of a child also
     counts the parent's pages shared between fork and exec.
     """
     started = time.perf_counter()
-    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    source = open(stdin, "rb") if stdin is not None else None  # noqa: SIM115
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdin=source, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if source is not None:
+        source.close()
     peak = [0.0]
     done = threading.Event()
 

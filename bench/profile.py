@@ -37,7 +37,7 @@ _PY_WAITS = ("Thread._wait_for_tstate_lock", "Condition.wait", "Event.wait", "So
 
 # (step, frame pattern): the innermost frame matching any pattern names the step.
 _STEPS: list[tuple[str, str]] = [
-    ("start-up", r"_find_and_load|<module> \(|statsig|commands/check\.py|cli\.py|settings\.py"),
+    ("start-up", r"_find_and_load|<module> \(|statsig|startup\.py|cli\.py|settings\.py"),
     ("compress", r"gzip\.py|zlib|deflate|isal|igzip"),
     ("encode", r"_dumps \(forwarder|StatsigSink\.encode|dumps"),
     ("HTTP", r"http/client\.py|socket\.py|StatsigSink\.send|classify \(|sock_|send \(libc|recv"),

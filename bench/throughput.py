@@ -11,7 +11,8 @@ With `--baseline DIR` (another checkout of the project, e.g. `git worktree add D
 repetition runs that build and then this one, alternating in the same sitting, since the
 machine's speed drifts between runs; the parse-only rate is measured again before each pair.
 
-    python bench/throughput.py [--events 1000000] [--repeat 1] [--no-replay] [--baseline DIR] [-- extra flags]
+    python bench/throughput.py [--events 1000000] [--repeat 1] [--no-replay] [--stdin] [--baseline DIR]
+                               [-- extra flags]
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from _common import RemoteFake, events_file, forwarder_cmd, hardware, run_child
 SECRET = "secret-bench-0000000000"
 
 
-def read_and_parse_rate(path: Path) -> float:
+def read_and_parse(path: Path) -> tuple[float, float]:
+    """(lines/s, CPU s) of reading the file and orjson-parsing each line, in this process."""
     started = time.perf_counter()
+    cpu = time.process_time()
     n = 0
     loads = orjson.loads
     rest = b""
@@ -44,7 +47,7 @@ def read_and_parse_rate(path: Path) -> float:
             for line in lines:
                 loads(line)
                 n += 1
-    return n / (time.perf_counter() - started)
+    return n / (time.perf_counter() - started), time.process_time() - cpu
 
 
 def fake_ceiling(fake: RemoteFake, path: Path, seconds: float = 3.0, clients: int = 2) -> float:
@@ -77,6 +80,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--no-replay", action="store_true", help="skip the gzip replay run")
+    parser.add_argument("--stdin", action="store_true", help="also `run -` with the file on stdin")
     parser.add_argument("--baseline", type=Path, help="another checkout to alternate with, run first")
     parser.add_argument("extra", nargs="*", help="extra flags for `statsig-forwarder run`")
     args = parser.parse_args()
@@ -85,8 +89,8 @@ def main() -> None:
     fake = RemoteFake()
     print(f"hardware: {hardware()}")
     print(f"input: {path} ({args.events:,} lines, {path.stat().st_size / args.events:.0f} bytes/line)")
-    parse_rate = read_and_parse_rate(path)
-    print(f"read + orjson.loads only (this process):   {parse_rate:>12,.0f} lines/s")
+    parse = read_and_parse(path)
+    print(f"read + orjson.loads only (this process):   {parse[0]:>12,.0f} lines/s  CPU {parse[1]:.2f} s")
     ceiling = fake_ceiling(fake, path)
     print(f"fake Statsig ceiling (pre-encoded batches): {ceiling:>12,.0f} events/s")
 
@@ -96,33 +100,38 @@ def main() -> None:
     gz = None if args.no_replay else gzipped(path)
     for i in range(args.repeat):
         if i:
-            parse_rate = read_and_parse_rate(path)
-            print(f"read + orjson.loads only (this process):   {parse_rate:>12,.0f} lines/s")
+            parse = read_and_parse(path)
+            print(f"read + orjson.loads only (this process):   {parse[0]:>12,.0f} lines/s  CPU {parse[1]:.2f} s")
         for name, root in builds:
             env = {k: v for k, v in os.environ.items() if not k.startswith("FORWARDER_")}
             env.update(STATSIG_SERVER_SECRET_KEY=SECRET, FORWARDER_LOG_FORMAT="json", PYTHONPATH=str(root))
             label = f"{name} " if args.baseline is not None else ""
-            run_once(fake, f"{label}run {i + 1}", ["run", "--once", str(path)], args, env, parse_rate, root)
+            run_once(fake, f"{label}run {i + 1}", ["run", "--once", str(path)], args, env, parse, root)
+            if args.stdin:
+                run_once(fake, f"{label}run - {i + 1}", ["run", "-"], args, env, parse, root, stdin=path)
             if gz is not None:
-                run_once(fake, f"{label}replay .gz {i + 1}", ["replay", str(gz)], args, env, parse_rate, root)
+                run_once(fake, f"{label}replay .gz {i + 1}", ["replay", str(gz)], args, env, parse, root)
     fake.stop()
     sys.exit(0)
 
 
 def run_once(fake: RemoteFake, label: str, command: list[str], args: argparse.Namespace,
-             env: dict[str, str], parse_rate: float, root: Path) -> None:
-    """One forwarder process over the whole file; prints its rate, CPU per million events and peak RSS."""
+             env: dict[str, str], parse: tuple[float, float], root: Path, stdin: Path | None = None) -> None:
+    """One forwarder process over the whole file; prints its rate and CPU (also as ratios to the
+    read + parse of the same file in this sitting), CPU per million events and peak RSS."""
+    parse_rate, parse_cpu = parse
     state = Path(tempfile.mkdtemp(prefix="fwd-bench-"))
     before = fake.event_count
     usage = run_child([*forwarder_cmd(), *command, "--state-dir", str(state), "--statsig-api", fake.url,
-                       *args.extra], env=env, cwd=root)  # `-m` imports from the working directory first
+                       *args.extra], env=env, cwd=root, stdin=stdin)  # `-m` imports from the working dir first
     delivered = fake.event_count - before
     shutil.rmtree(state, ignore_errors=True)
     ok = "ok" if usage.returncode == 0 and delivered == args.events else f"FAILED rc={usage.returncode}"
     rate = args.events / usage.wall_s
     print(f"{label}: {rate:>9,.0f} events/s  wall {usage.wall_s:6.2f} s  CPU {usage.cpu_s:6.2f} s "
           f"({usage.cpu_s * 1e6 / args.events:5.2f} per million)  peak RSS {usage.max_rss_mb:6.1f} MB  "
-          f"delivered {delivered:,}  ratio to parse-only {rate / parse_rate:4.2f}  [{ok}]", flush=True)
+          f"delivered {delivered:,}  rate/parse rate {rate / parse_rate:4.2f}  CPU/parse CPU "
+          f"{usage.cpu_s / parse_cpu:4.2f}  [{ok}]", flush=True)
 
 
 def gzipped(path: Path) -> Path:

@@ -55,7 +55,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Literal
 
-from .commands.check import check_in_background
 from .control import ReloadReporter, Runtime
 from .decode.reader import Reader, Selector
 from .delivery.acker import Acker
@@ -76,6 +75,7 @@ from .source import Source
 from .source.stdin import StreamSource
 from .source.tailer import FileTailer
 from .source.wake import Watching, follow
+from .startup import check_in_background
 from .state.checkpoints import CHECKPOINT_FILE, Checkpoints
 from .state.deadletter import DeadLetter
 from .state.lock import LOCK_FILE, StateDirLock

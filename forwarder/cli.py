@@ -192,8 +192,8 @@ def receive(config: Path | None, paths: tuple[str, ...], **options: Any) -> None
 @settings_options("check")
 def check(config: Path | None, **options: Any) -> None:
     """Check with statsig-python-core that the key and the Statsig endpoints answer; show the SDK relay."""
-    from .commands.check import check_statsig
     from .receiver.relay import relay_status
+    from .startup import check_statsig
 
     settings = build_settings(config, (), options)
     setup_logging(settings.log_level, settings.log_format, settings.secrets)

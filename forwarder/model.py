@@ -14,8 +14,9 @@ _encode = msgspec.json.Encoder().encode
 class StatsigEvent(msgspec.Struct, omit_defaults=True, gc=False):
     """One event as Statsig's intake takes it: the pipeline's event from decode to sink.
 
-    Nested objects are `msgspec.Raw` (JSON text, sent as it came): `user` always, `metadata`,
-    `secondaryExposures` and `statsigMetadata` when present (None: left out).
+    Nested objects are `msgspec.Raw` (JSON text, sent as it came): `metadata`,
+    `secondaryExposures` and `statsigMetadata` when present (None: left out), and `user`, which
+    may also be a Struct that encodes to the user object (decode.event's FileUser, UserID).
     """
 
     eventName: str

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forwarder.decode.codec import ChunkDecoder, LineError, decode_events, decode_line, judge_line
-from forwarder.decode.event import DROPPED_NAME_CHARS, MAX_DEPTH, event_schema, set_metadata
+from forwarder.decode.event import DROPPED_NAME_CHARS, MAX_DEPTH, add_event_ids, event_schema, set_metadata
 from forwarder.model import StatsigEvent
 
 
@@ -255,12 +255,16 @@ def test_brackets_inside_strings_do_not_count_as_depth() -> None:
     assert decode_line(orjson.dumps({"event_name": "e", "metadata": {"t": text}})).as_dict()["metadata"] == {"t": text}
 
 
-def test_event_id_is_added_to_metadata_as_it_came() -> None:
-    for metadata, want in ((None, {"id": "f:1"}), (b"{}", {"id": "f:1"}), (b'{ "a" : 1 }', {"a": 1, "id": "f:1"}),
-                           (b'{"id":"mine","b":2}', {"id": "f:1", "b": 2})):
-        ev = StatsigEvent("e", 1, metadata=None if metadata is None else msgspec.Raw(metadata))
-        set_metadata(ev, "id", "f:1")
-        assert ev.as_dict()["metadata"] == want
+@pytest.mark.parametrize(("metadata", "want"), [
+    (None, {"id": "f:1"}), (b"{}", {"id": "f:1"}), (b"{ }", {"id": "f:1"}), (b'{ "a" : 1 }', {"a": 1, "id": "f:1"}),
+    (b'{"a":{"b":[1,{}]}}', {"a": {"b": [1, {}]}, "id": "f:1"}), (b'{"id":"mine","b":2}', {"id": "f:1", "b": 2})])
+def test_event_id_is_added_to_metadata_as_it_came(metadata: bytes | None, want: dict[str, Any]) -> None:
+    ev = StatsigEvent("e", 1, metadata=None if metadata is None else msgspec.Raw(metadata))
+    set_metadata(ev, "id", "f:1")
+    assert ev.as_dict()["metadata"] == want
+    ev = StatsigEvent("e", 1, metadata=None if metadata is None else msgspec.Raw(metadata))
+    add_event_ids([ev], [0], "id", "f:", 1, metadata or b"")  # the chunk path
+    assert ev.as_dict()["metadata"] == want
 
 
 def test_schema_comes_from_the_structs() -> None:
@@ -278,3 +282,33 @@ def test_names_statsig_drops_fail_the_one_call_path_and_get_the_reason(name: str
     assert ChunkDecoder().decode(line + b"\n") is None
     with pytest.raises(LineError, match="Statsig drops events whose name"):
         decode_line(line)
+
+
+@pytest.mark.parametrize("metadata", [None, b"{}", b"{ }", b'{"a":1}', b'{"a": 1 }', b'{"forwarder_event_id":"x"}'])
+def test_chunk_path_sets_the_same_event_ids_as_line_by_line(metadata: bytes | None) -> None:
+    tail = b"" if metadata is None else b',"metadata":' + metadata
+    lines = [b'{"event_name":"e","time":1' + tail + b"}", b'{"event_name":"f","time":2}']
+    data = b"\n".join(lines) + b"\n"
+    many = ChunkDecoder().decode(data, ids=("forwarder_event_id", "fp:", 100))
+    assert many is not None
+    if not many.ids_set:
+        add_event_ids(many.events, [0, *many.ends[:-1]], "forwarder_event_id", "fp:", 100, data)
+    want = []
+    at = 100
+    for line in lines:
+        ev = decode_line(line)
+        set_metadata(ev, "forwarder_event_id", f"fp:{at}")
+        want.append(ev.as_dict())
+        at += len(line) + 1
+    assert [e.as_dict() for e in many.events] == want
+
+
+def test_the_decode_layer_imports_no_server_or_settings_library() -> None:
+    """forwarder.client (another package) validates with decode_line: it must not pull these in."""
+    import subprocess
+    import sys
+
+    code = ("import sys, forwarder.decode.codec; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'pydantic', 'pydantic_settings', 'fastapi', 'uvicorn', 'watchdog', 'statsig_python_core'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -3,7 +3,6 @@
     replay.py       deliver old files again (plain and .gz), resumable
     validate.py     judge files without sending
     checkpoints.py  list / show / set / reset saved positions
-    check.py        start-up check with statsig-python-core
     reload.py       SIGHUP a running forwarder and wait for its verdict (systemd ExecReload)
     status.py       one screen about a running or stopped forwarder (`--json`)
     top.py          the same, live, in the terminal

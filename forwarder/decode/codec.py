@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Literal
 
 import msgspec
@@ -19,7 +20,13 @@ from msgspec import Raw
 
 from ..model import StatsigEvent
 from .event import (
+    _DEPTH_SAFE_BYTES,
+    _SPACE_OR_OPEN,
+    ANONYMOUS_USER,
     FILE_FIELDS,
+    MAX_DEPTH,
+    MAX_STRING_FIELD,
+    SAFE_LINE_BYTES,
     SDK_FIELDS,
     DroppedByStatsig,
     FileEvent,
@@ -27,13 +34,18 @@ from .event import (
     OversizeFields,
     SdkEvent,
     UnknownFields,
+    UserID,
+    check_depth,
     check_statsig_rules,
     describe,
     dropped_name,
+    file_user,
     is_sdk_shaped,
     nesting,
+    over_limits,
     to_wire,
     too_deep,
+    with_key,
 )
 
 _FILE = msgspec.json.Decoder(FileEvent)
@@ -122,9 +134,6 @@ def _slow(line: bytes | Raw, unknown: UnknownFields, oversize: OversizeFields, n
     try:
         ev: FileEvent | SdkEvent = (_SDK if sdk else _FILE).decode(body)
     except msgspec.ValidationError as e:
-        refusal = _name_refusal(fields.get("eventName" if sdk else "event_name"), str(e))
-        if refusal is not None:
-            raise StatsigRuleError(f"invalid event: {refusal}", []) from None
         raise LineError(f"invalid event: {describe(e)}") from None
     except msgspec.DecodeError as e:
         raise _parse_error(line, e) from None
@@ -148,16 +157,6 @@ def _merge(fields: dict[str, Raw], extra: list[str]) -> Raw:
             raise InvalidEvent(f"metadata: Expected `object`, got `{json_type(_ANY(own))}`")
         merged.update(_FIELDS(own))
     return Raw(_ENCODE(merged))
-
-
-def _name_refusal(raw: Raw | None, message: str) -> DroppedByStatsig | None:
-    if raw is None or "matching regex" not in message:
-        return None
-    try:
-        name = msgspec.json.decode(raw, type=str)
-    except msgspec.DecodeError:
-        return None
-    return dropped_name(name)
 
 
 def _got(message: str) -> str:
@@ -205,11 +204,26 @@ def json_type(obj: object) -> str:
 @dataclass(slots=True)
 class Many:
     """A whole chunk or body decoded in one call: the events in order, the (index, fields) of
-    those over Statsig's size limits, and the indexes of those without their own time."""
+    those over Statsig's size limits, the indexes of those without their own time, and (for a
+    chunk) where each line ends in it, just past its newline."""
 
     events: list[StatsigEvent]
     over: list[tuple[int, list[str]]] = field(default_factory=list)
     untimed: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    ids_set: bool = False
+
+
+_NEWLINE = re.compile(b"\n")
+
+
+def line_ends(data: bytes) -> list[int]:
+    """Where each line of a chunk ends in it (just past its newline; a last line without one
+    ends at len(data))."""
+    ends = [m.end() for m in _NEWLINE.finditer(data)]
+    if not data.endswith(b"\n"):
+        ends.append(len(data))
+    return ends
 
 
 class ChunkDecoder:
@@ -219,11 +233,16 @@ class ChunkDecoder:
     def __init__(self) -> None:
         self._decoders: list[msgspec.json.Decoder[Any]] = [_FILE, _SDK]
 
-    def decode(self, data: bytes, oversize: OversizeFields = "send", now: int | None = None) -> Many | None:
+    def decode(self, data: bytes, oversize: OversizeFields = "send", now: int | None = None,
+               ids: tuple[str, str, int] | None = None) -> Many | None:
         """All lines of `data` (whole lines; the last may lack its newline), or None when any
         line needs the per-line step: a refused or blank line, a line in the other shape, two
         objects on one line or one object over two (decode_lines reads a stream of values, so
-        one value per line is checked here: every inner newline must sit in `}\\n{`)."""
+        one value per line is checked here: every inner newline must sit in `}\\n{`).
+
+        `ids` = (metadata key, prefix, offset of data[0]): each event's stable id, prefix + the
+        offset of its line, is set in its metadata where that is cheap (`Many.ids_set`; else
+        the caller does it with `add_event_ids`)."""
         items = None
         if not _utf8(data):
             return None
@@ -237,10 +256,124 @@ class ChunkDecoder:
             break
         if items is None:
             return None
-        inner = data.count(b"\n") - data.endswith(b"\n")
-        if len(items) != inner + 1 or (inner and data.count(b"}\n{") + data.count(b"}\r\n{") != inner):
+        ends = line_ends(data)
+        if len(items) != len(ends) or not _one_per_line(data, ends):
             return None
-        return _wire_all(items, oversize, now_ms() if now is None else now)
+        now = now_ms() if now is None else now
+        if type(items[0]) is not FileEvent:
+            many = _wire_all(items, oversize, now)
+        elif ids is not None and _ENCODE(ids[0]) not in data:  # (else an event may have the key already)
+            many = _wire_file_lines(items, ends, now, oversize, ids)
+            if many is not None:
+                many.ids_set = True
+        else:
+            many = _wire_file_lines(items, ends, now, oversize)
+        if many is not None:
+            many.ends = ends
+        return many
+
+
+def _one_per_line(data: bytes, ends: list[int]) -> bool:
+    """Given as many values as lines: is every line exactly one of them? Yes when each inner
+    newline sits in `}\n{` (or `}\r\n{`): JSON allows `}` newline `{` only between two top-level
+    values, so each line then holds at least one value, hence exactly one. Checked with
+    itemgetter (C) on the bytes around the newlines, not per line in Python."""
+    newlines = ends[:-1]  # just past each newline that has a line after it
+    if len(newlines) < 2:  # (itemgetter of one index returns no tuple)
+        if not newlines:
+            return True
+        p = newlines[0]
+        return p >= 3 and data[p] == 123 and (data[p - 2] == 125 or data[p - 3:p - 1] == b"}\r")
+    after = itemgetter(*newlines)(data)  # the first byte of each next line
+    if after.count(123) != len(after):  # {
+        return False
+    before = itemgetter(*newlines)(b"\0\0" + data)  # the byte before each newline
+    if before.count(125) == len(before):  # }
+        return True
+    return data.count(b"}\n{") + data.count(b"}\r\n{") == len(newlines)  # CRLF lines
+
+
+def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize: OversizeFields,
+                     ids: tuple[str, str, int] | None = None) -> Many | None:
+    """`_wire_all` for the lines of a chunk in the project's form, with what `to_wire` does
+    inlined for the common case (this runs once per event of every file): any other case
+    returns None, and the per-line path decides and explains it. With `ids`, what
+    `add_event_ids` does, in the same pass."""
+    out = Many([])
+    events = out.events
+    append = events.append
+    untimed = out.untimed
+    start = 0
+    anonymous = ANONYMOUS_USER
+    safe_line, safe_depth, max_string = SAFE_LINE_BYTES, _DEPTH_SAFE_BYTES, MAX_STRING_FIELD
+    dropped = dropped_name
+    view = memoryview
+    id_head = _ENCODE(ids[0]) + b":" + _ENCODE(ids[1])[:-1] if ids is not None else None  # "key":"prefix
+    base = ids[2] if ids is not None else 0
+    comma_head = b"," + id_head if id_head is not None else b""
+    close = b'"}'
+    odd = _SPACE_OR_OPEN
+    try:
+        for ev, end in zip(items, ends, strict=True):
+            t = ev.time
+            if type(t) is not int:
+                if t is not None:
+                    return None  # fractional or ISO: per line
+                t = now
+                untimed.append(len(events))
+            u = ev.user
+            if u is None:
+                uid = ev.user_id
+                user: Any = anonymous if uid is None else UserID(uid)
+            elif u.userID is None or u.user_id is not None or u.privateAttributes is not None:
+                user = file_user(u, ev.user_id)
+            else:
+                c = u.custom
+                if c is not None:
+                    if view(c)[0] != 123:  # not {: null, or per line
+                        if view(c)[0] != 110:
+                            return None
+                        u.custom = None
+                    elif len(c) > safe_depth - 2:
+                        check_depth(c, MAX_DEPTH - 2, "user.custom")
+                user = u
+            m = ev.metadata
+            if m is not None:
+                if view(m)[0] != 123:  # not {: null, or per line
+                    if view(m)[0] != 110:
+                        return None
+                    m = None
+                elif len(m) > safe_depth:
+                    check_depth(m, MAX_DEPTH - 1, "metadata")
+            name = ev.event_name
+            value = ev.value
+            if end - start > safe_line:  # long enough to be over a size limit: measured
+                max_string = -1
+            if not name.isidentifier() and dropped(name):
+                return None
+            if id_head is not None:
+                offset = b"%d" % (base + start)
+                if m is None:
+                    m = Raw(b"".join((b"{", id_head, offset, close)))
+                elif view(m)[-2] in odd:  # {} or whitespace before its }
+                    m = with_key(m, ids[0], ids[1] + str(base + start))  # type: ignore[index]
+                else:
+                    m = Raw(b"".join((view(m)[:-1], comma_head, offset, close)))
+            if len(name) > max_string or (type(value) is str and len(value) > max_string):
+                max_string = MAX_STRING_FIELD
+                wire = StatsigEvent(name, t, user, value, m)
+                over = over_limits(wire)
+                if over:
+                    if oversize == "reject":
+                        return None
+                    out.over.append((len(events), over))
+                append(wire)
+            else:
+                append(StatsigEvent(name, t, user, value, m))
+            start = end
+    except InvalidEvent:
+        return None
+    return out
 
 
 def _wire_all(items: list[Any], oversize: OversizeFields, now: int) -> Many | None:

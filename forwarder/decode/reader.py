@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 from collections.abc import Callable
 
@@ -16,8 +15,8 @@ from ..source import Source
 from ..source.lines import too_long
 from ..state.deadletter import DeadLetter
 from ..stats import Stats
-from .codec import ChunkDecoder, LineError, StatsigRuleError, judge_line, now_ms
-from .event import OversizeFields, UnknownFields, set_metadata
+from .codec import ChunkDecoder, LineError, StatsigRuleError, judge_line, line_ends, now_ms
+from .event import OversizeFields, UnknownFields, add_event_ids, set_metadata
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +25,6 @@ READ_BUDGET = 1024 * 1024  # bytes per poll in all; sources take files in turn (
 Selector = Callable[[StatsigEvent, bool], bool]
 """(a Statsig event, whether its line had its own time) -> send it? False: a valid event left
 out on purpose (replay's filters): counted as skipped, and passed by the checkpoint like any line."""
-
-_NEWLINE = re.compile(b"\n")
-
-
-def _line_ends(data: bytes) -> list[int]:
-    """Where each line of a chunk ends in it (just past its newline; a last line without one
-    ends at len(data))."""
-    ends = [m.end() for m in _NEWLINE.finditer(data)]
-    if not data.endswith(b"\n"):
-        ends.append(len(data))
-    return ends
-
 
 class Reader:
     """Runs in its own thread until stopped or the source is exhausted.
@@ -110,9 +97,11 @@ class Reader:
         data = chunk.data
         now = now_ms()
         many = None
+        ids = (self.event_id_field, chunk.key + ":", chunk.start) if chunk.key is not None and self.event_id_field \
+            else None
         # NULs (a copytruncate hole) and lines that may be too long are the per-line path's.
         if len(data) <= self.max_line_bytes and b"\0" not in data:
-            many = self.decoder.decode(data, self.oversize_fields, now)
+            many = self.decoder.decode(data, self.oversize_fields, now, ids)
         if many is None:
             self._lines(chunk, now)
             return
@@ -120,27 +109,21 @@ class Reader:
         for _, over in many.over:
             count(over, rejected=False)
         events = many.events
-        ends = None
-        key = chunk.key
         ruleset = self.rules.current if self.rules is not None else None  # swapped between chunks only
-        id_field = self.event_id_field
-        id_prefix = key + ":" if key is not None and id_field else None
-        select = self.select
-        if select is not None or ruleset is not None or id_prefix is not None:
-            ends = _line_ends(data)
-            self._filter(chunk, events, ends, set(many.untimed) if select is not None else set(), ruleset)
+        if ids is not None and not many.ids_set:
+            add_event_ids(events, [0, *many.ends[:-1]], *ids, data)
+        if self.select is not None or ruleset is not None:
+            self._filter(chunk, events, many.ends, set(many.untimed), ruleset)
             return
-        self._add(chunk, events, None, len(events))
+        self._add(chunk, events, many.ends, len(events))
 
     def _filter(self, chunk: Chunk, events: list[StatsigEvent], ends: list[int], untimed: set[int],
                 ruleset: RuleSet | None) -> None:
-        """The events of an all-good chunk through replay's selector, the rules and the event id."""
+        """The events of an all-good chunk through replay's selector and the rules."""
         key = chunk.key
         base = chunk.start
         data = chunk.data
         select = self.select
-        id_field = self.event_id_field
-        id_prefix = key + ":" if key is not None and id_field else None
         plans = ruleset.plans if ruleset is not None else {}
         key_prefix = key + ":" if key is not None else None
         kept: list[StatsigEvent] = []
@@ -162,8 +145,6 @@ class Reader:
                                              b"" if key_prefix is not None else data[line_start:end].rstrip(b"\n")):
                     n_removed += 1
                     continue
-            if id_prefix is not None:
-                set_metadata(event, id_field, id_prefix + str(base + line_start))
             kept.append(event)
             kept_ends.append(end)
         if ruleset is not None:
@@ -184,7 +165,7 @@ class Reader:
             batcher.extend(events, len(data) - lines)
         else:
             if ends is None:
-                ends = _line_ends(data)
+                ends = line_ends(data)
             # Batches close on count and on bytes, exactly as line by line.
             first = 0
             first_at = 0

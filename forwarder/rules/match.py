@@ -57,6 +57,7 @@ def keep_share(rate: float) -> bytes | None:
 
 _FIELDS = frozenset(StatsigEvent.__struct_fields__)
 _decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
 
 
 def field_value(event: StatsigEvent, name: str) -> Any:
@@ -65,7 +66,9 @@ def field_value(event: StatsigEvent, name: str) -> Any:
     if name not in _FIELDS:
         return None
     node = getattr(event, name)
-    return _decode(node) if type(node) is msgspec.Raw else node
+    if type(node) is msgspec.Raw:
+        return _decode(node)
+    return _decode(_encode(node)) if isinstance(node, msgspec.Struct) else node
 
 
 def user_key(event: StatsigEvent) -> str | None:

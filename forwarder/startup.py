@@ -1,5 +1,8 @@
 """Start-up check with statsig-python-core: do the key and the configured endpoints answer?
 
+`run` starts it in the background (`check_in_background`); the `check` command runs it in
+the foreground. It lives outside commands/ so that app.py imports nothing from commands/.
+
 Uses the SDK's `initialize_with_details()` (success, source, failure reason) pointed at
 the configured API. It never carries forwarded events, and its own event logging is off.
 """
@@ -13,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..settings import Settings
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
