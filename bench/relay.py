@@ -9,10 +9,14 @@ exactly the accepted events.
 
 Part 2 (--sdk-calls N) makes N fast `log_event` calls with the real statsig-python-core
 (tests/sdk/python_core.py, no pause between calls), once with its event URL at a local fake
-Statsig and once at the sidecar (`run --listen`, forwarding to the same kind of fake), and
-counts what arrives at the fake each way.
+Statsig and once at the sidecar (`run --listen`, forwarding to the same kind of fake; or
+`--sdk-way receive`: the relay alone), and counts what arrives at the fake each way.
 
-    python bench/relay.py [--clients 4] [--seconds 5] [--sdk-calls 1000000]
+With --build DIR (a `git worktree` of another commit) every case also runs that checkout's
+server, alternating case by case, --rounds times: old vs new in one sitting.
+
+    python bench/relay.py [--clients 4] [--seconds 5] [--batch 2000] [--encoding gzip] [--rounds 3]
+                          [--build ../old] [--sdk-calls 1000000 [--sdk-way run] [--sdk-way receive]]
 """
 
 from __future__ import annotations
@@ -99,19 +103,22 @@ def run_case(batch: int, encoding: str, clients: int, seconds: float, build: Pat
             "body KB": len(reqs[0]) / 1024, "us/event": cpu / (n * batch) * 1e6}
 
 
-def sdk_flood(calls: int, through_sidecar: bool, options: dict[str, object],
-              linger: float, build: Path | None = None) -> tuple[int, int | None, float]:
-    """(events arrived at the fake, lines the relay appended, seconds) for `calls` log_event calls."""
+def sdk_flood(calls: int, way: str, options: dict[str, object], linger: float,
+              build: Path | None = None) -> tuple[int, int | None, float, float | None]:
+    """(events arrived, lines the relay appended, seconds the SDK took, the sidecar's CPU s) for `calls`
+    log_event calls; `way`: "direct" (event URL at the fake), "run" (`run --listen` forwarding to the
+    fake), "receive" (the relay alone: what it appended counts as arrived)."""
     fake = RemoteFake()
     sidecar = None
     try:
         url = f"{fake.url}/log_event"
         with tempfile.TemporaryDirectory() as tmp:
-            if through_sidecar:
+            log = Path(tmp) / "events.ndjson"
+            if way == "run":
                 env = {k: v for k, v in os.environ.items() if not k.startswith("FORWARDER_")}
                 env.update(STATSIG_SERVER_SECRET_KEY=KEY, FORWARDER_LOG_FORMAT="json")
                 sidecar = subprocess.Popen(
-                    [sys.executable, "-m", "forwarder", "run", f"{tmp}/events.ndjson", "--listen", "127.0.0.1:0",
+                    [sys.executable, "-m", "forwarder", "run", str(log), "--listen", "127.0.0.1:0",
                      "--statsig-api", fake.url, "--state-dir", f"{tmp}/state", "--batch-size", "2000"],
                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=build)
                 assert sidecar.stderr is not None
@@ -120,6 +127,11 @@ def sdk_flood(calls: int, through_sidecar: bool, options: dict[str, object],
                     if doc.get("msg") == "receiver listening":
                         url = f"http://{doc['address']}/v1/log_event"
                         break
+            elif way == "receive":
+                sidecar, port = start_receiver(log, "fsync", {"STATSIG_SERVER_SECRET_KEY": KEY,
+                                                              "FORWARDER_STATE_DIR": tmp}, build=build)
+                url = f"http://127.0.0.1:{port}/v1/log_event"
+            cpu0 = cpu_seconds(sidecar.pid) if sidecar is not None else 0.0
             spec = {"key": KEY, "log_event_url": url, "specs_url": f"{fake.url}/download_config_specs",
                     "stream": {"count": calls, "per_second": 0}, "options": options,
                     "linger_s": linger}
@@ -127,15 +139,15 @@ def sdk_flood(calls: int, through_sidecar: bool, options: dict[str, object],
             subprocess.run([sys.executable, str(ROOT / "tests" / "sdk" / "python_core.py"), json.dumps(spec)],
                            check=True, stdout=subprocess.DEVNULL)
             sdk_done = time.perf_counter() - started
-            log = Path(tmp) / "events.ndjson"
-            appended = log.read_bytes().count(b"\n") if through_sidecar else None
+            appended = log.read_bytes().count(b"\n") if sidecar is not None else None
             last, still = -1, 0
             while still < 6 or (appended is not None and last < appended and still < 60):  # settled
                 time.sleep(0.5)
-                count = fake.event_count
+                count = log.read_bytes().count(b"\n") if way == "receive" else fake.event_count
                 still = still + 1 if count == last else 0
                 last = count
-            return last, appended, sdk_done
+            cpu = cpu_seconds(sidecar.pid) - cpu0 if sidecar is not None else None
+            return last, appended, sdk_done, cpu
     finally:
         if sidecar is not None:
             sidecar.terminate()
@@ -161,7 +173,11 @@ def main() -> None:
                     help="also run the server from this checkout (e.g. `git worktree add /tmp/old main`), "
                     "alternating with this one, case by case (repeatable)")
     ap.add_argument("--rounds", type=int, default=1, help="alternating rounds of every build")
+    ap.add_argument("--sdk-way", choices=["run", "receive"], action="append",
+                    help="part 2: the SDK's event URL at `run --listen` (default) or at `receive` alone "
+                    "(repeatable); it is always also run straight at the fake")
     args = ap.parse_args()
+    args.sdk_way = args.sdk_way or ["run"]
     builds: list[Path | None] = [None, *args.build]
     print(f"relay benchmark: {hardware()}; {args.clients} keep-alive clients, {args.seconds:g} s per case, "
           "durability fsync; srv CPU = the server's CPU s per s, us/event = its CPU per event")
@@ -183,16 +199,19 @@ def main() -> None:
     if args.sdk_calls:
         print(f"\nstatsig-python-core, {args.sdk_calls:,} log_event calls without pause, options "
               f"{args.sdk_options or 'default'}, {args.sdk_linger:g} s before shutdown() "
-              "(events arrived include the SDK's own diagnostics events):")
+              "(events arrived include the SDK's own diagnostics events; CPU: the sidecar's):")
         for _ in range(args.rounds):
-            for through, build in [(False, None), *((True, b) for b in builds)]:
-                arrived, appended, secs = sdk_flood(args.sdk_calls, through, args.sdk_options, args.sdk_linger,
-                                                    build)
-                way = ("through the sidecar" + ("" if build is None else f" ({build.name})") if through
-                       else "directly to the fake")
-                via = f", {appended:,} appended by the relay" if appended is not None else ""
-                print(f"  {way:<32} {arrived:>10,} arrived ({arrived / args.sdk_calls:.1%}){via}; the SDK took "
-                      f"{secs:.0f} s", flush=True)
+            ways = [("direct", None), *((way, b) for way in args.sdk_way for b in builds)]
+            for way, build in ways:
+                arrived, appended, secs, cpu = sdk_flood(args.sdk_calls, way, args.sdk_options, args.sdk_linger,
+                                                         build)
+                name = {"direct": "directly to the fake", "run": "through run --listen",
+                        "receive": "into receive (appended)"}[way]
+                name += "" if build is None else f" ({build.name})"
+                via = f", {appended:,} appended by the relay" if appended is not None and way == "run" else ""
+                used = f"; sidecar CPU {cpu:.1f} s" if cpu is not None else ""
+                print(f"  {name:<40} {arrived:>10,} arrived ({arrived / args.sdk_calls:.1%}){via}; the SDK took "
+                      f"{secs:.0f} s{used}", flush=True)
 
 
 if __name__ == "__main__":

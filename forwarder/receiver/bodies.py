@@ -35,6 +35,7 @@ from ..decode.event import (
     SdkEvent,
     SdkUser,
     UnknownFields,
+    dropped_name,
 )
 from .intake import Decoded, Invalid
 from .wire import ApiError
@@ -130,6 +131,19 @@ def _maybe_deep(data: bytes) -> bool:
     return len(data) > _DEPTH_BYTES and data.count(b"{") + data.count(b"[") > MAX_DEPTH
 
 
+_NAMES: dict[str, bool] = {}  # event name -> within Statsig's name rule (SDKs log few distinct names)
+
+
+def _name_ok(name: str) -> bool:
+    """Whether Statsig keeps events of this name (`dropped_name`, remembered: it is a regex search)."""
+    ok = _NAMES.get(name)
+    if ok is None:
+        if len(_NAMES) >= 4096:
+            _NAMES.clear()
+        ok = _NAMES[name] = dropped_name(name) is None
+    return ok
+
+
 def _reason(e: LineError) -> str:
     return str(e).removeprefix("invalid event: ")
 
@@ -152,7 +166,8 @@ def seed_events(body: bytes, shape: Shape, max_events: int, max_line: int, unkno
         data = bytes(raw)
         ev: Any = checked[i] if checked is not None else _check_one(data)
         timed = ev is not None and ev.time is not None
-        if ev is None or _maybe_deep(data) or (oversize == "reject" and _maybe_over(ev, data)):
+        if (ev is None or not _name_ok(getattr(ev, "event_name", None) or ev.eventName)
+                or _maybe_deep(data) or (oversize == "reject" and _maybe_over(ev, data))):
             try:
                 timed = judge_line(data, unknown, oversize, now).timed
             except LineError as e:
@@ -355,12 +370,12 @@ def _wire_sdk(raw: Raw) -> Any:
 def _prepare(events: list[Any], now: int) -> tuple[list[bool], int]:
     """Leave out null fields (how many: the second value), fill a missing time; which events need the
     per-event step: refused alone (None), or may nest too deep (a nested text long enough to, with more
-    brackets than the levels left for it)."""
+    brackets than the levels left for it), or has a name Statsig drops."""
     long, levels = _NESTED_DEPTH_BYTES, MAX_DEPTH - 1
     stepped = []
     stripped = 0
     for ev in events:
-        step = ev is None
+        step = ev is None or not _name_ok(ev.eventName)
         if not step:
             if ev.value is None:
                 ev.value = UNSET

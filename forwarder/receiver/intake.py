@@ -7,13 +7,13 @@ Each family is a `Door` (api.py's `SeedDoor`, relay.py's `Relay`); `Intake.take`
 steps they share, cheapest first: admission (503, 401, 415), body within read_timeout (408)
 and size (413), decompression (400/413), the door's decode of the whole body (400, 413, and
 the per-event verdicts), the door's settling of invalid events (422, or the dead-letter
-file), the append (503 with Retry-After), the answer. Large bodies are decompressed and
-decoded on a worker thread, so the event loop keeps reading other requests meanwhile.
+file), the append (503 with Retry-After), the answer. Decompression and decoding run on the
+event loop: handing them to a worker thread measured more CPU per event and a worse p99 (the
+two threads contend for the GIL; BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -29,10 +29,6 @@ if TYPE_CHECKING:
     from .relay import Relay
 
 APPEND_FAILURES = Counter("statsig_forwarder_receiver_append_failures", "Requests answered 503: the append failed.")
-
-# Bodies at least this big (as received) are decompressed and decoded off the event loop:
-# below it, handing the work to a thread costs more than the work.
-OFFLOAD_BYTES = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -104,10 +100,7 @@ class Intake:
             door.admit(post)
             raw = await read_body(request, door.max_body, self.options.read_timeout, door.limit_name)
             post.size = len(raw)
-            if len(raw) >= OFFLOAD_BYTES:
-                decoded = await asyncio.to_thread(_decode, door, raw, post.encoding)
-            else:
-                decoded = _decode(door, raw, post.encoding)
+            decoded = door.decode(decompress(raw, post.encoding, door.max_body, door.limit_name))
             await door.settle(decoded, post)
             if decoded.data:
                 try:
@@ -120,6 +113,3 @@ class Intake:
         RECEIVER_EVENTS.inc(decoded.lines)
         return door.accepted(decoded, post)
 
-
-def _decode(door: Door, raw: bytes, encoding: str) -> Decoded:
-    return door.decode(decompress(raw, encoding, door.max_body, door.limit_name))
