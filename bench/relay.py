@@ -10,7 +10,8 @@ exactly the accepted events.
 Part 2 (--sdk-calls N) makes N fast `log_event` calls with the real statsig-python-core
 (tests/sdk/python_core.py, no pause between calls), once with its event URL at a local fake
 Statsig and once at the sidecar (`run --listen`, forwarding to the same kind of fake; or
-`--sdk-way receive`: the relay alone), and counts what arrives at the fake each way.
+`--sdk-way receive`: the relay alone; `--sdk-way split`: `receive` plus a separate `run` tailing
+its log), and counts what arrives at the fake each way.
 
 With --build DIR (a `git worktree` of another commit) every case also runs that checkout's
 server, alternating case by case, --rounds times: old vs new in one sitting.
@@ -107,9 +108,10 @@ def sdk_flood(calls: int, way: str, options: dict[str, object], linger: float,
               build: Path | None = None) -> tuple[int, int | None, float, float | None]:
     """(events arrived, lines the relay appended, seconds the SDK took, the sidecar's CPU s) for `calls`
     log_event calls; `way`: "direct" (event URL at the fake), "run" (`run --listen` forwarding to the
-    fake), "receive" (the relay alone: what it appended counts as arrived)."""
+    fake), "receive" (the relay alone: what it appended counts as arrived), "split" (`receive`, and a
+    separate `run` process forwarding what it appends)."""
     fake = RemoteFake()
-    sidecar = None
+    sidecar = tailer = None
     try:
         url = f"{fake.url}/log_event"
         with tempfile.TemporaryDirectory() as tmp:
@@ -127,10 +129,17 @@ def sdk_flood(calls: int, way: str, options: dict[str, object], linger: float,
                     if doc.get("msg") == "receiver listening":
                         url = f"http://{doc['address']}/v1/log_event"
                         break
-            elif way == "receive":
+            elif way in ("receive", "split"):
                 sidecar, port = start_receiver(log, "fsync", {"STATSIG_SERVER_SECRET_KEY": KEY,
                                                               "FORWARDER_STATE_DIR": tmp}, build=build)
                 url = f"http://127.0.0.1:{port}/v1/log_event"
+                if way == "split":  # a second process tails what `receive` appends
+                    env = {k: v for k, v in os.environ.items() if not k.startswith("FORWARDER_")}
+                    env.update(STATSIG_SERVER_SECRET_KEY=KEY, FORWARDER_LOG_FORMAT="json")
+                    tailer = subprocess.Popen(
+                        [sys.executable, "-m", "forwarder", "run", str(log), "--statsig-api", fake.url,
+                         "--state-dir", f"{tmp}/state-run", "--batch-size", "2000"],
+                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=build)
             cpu0 = cpu_seconds(sidecar.pid) if sidecar is not None else 0.0
             spec = {"key": KEY, "log_event_url": url, "specs_url": f"{fake.url}/download_config_specs",
                     "stream": {"count": calls, "per_second": 0}, "options": options,
@@ -149,9 +158,10 @@ def sdk_flood(calls: int, way: str, options: dict[str, object], linger: float,
             cpu = cpu_seconds(sidecar.pid) - cpu0 if sidecar is not None else None
             return last, appended, sdk_done, cpu
     finally:
-        if sidecar is not None:
-            sidecar.terminate()
-            sidecar.wait(30)
+        for proc in (sidecar, tailer):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
         fake.stop()
 
 
@@ -173,9 +183,10 @@ def main() -> None:
                     help="also run the server from this checkout (e.g. `git worktree add /tmp/old main`), "
                     "alternating with this one, case by case (repeatable)")
     ap.add_argument("--rounds", type=int, default=1, help="alternating rounds of every build")
-    ap.add_argument("--sdk-way", choices=["run", "receive"], action="append",
-                    help="part 2: the SDK's event URL at `run --listen` (default) or at `receive` alone "
-                    "(repeatable); it is always also run straight at the fake")
+    ap.add_argument("--sdk-way", choices=["run", "receive", "split"], action="append",
+                    help="part 2: the SDK's event URL at `run --listen` (default), at `receive` alone, or at "
+                    "`receive` with a separate `run` tailing its log (split) (repeatable); it is always also "
+                    "run straight at the fake")
     args = ap.parse_args()
     args.sdk_way = args.sdk_way or ["run"]
     builds: list[Path | None] = [None, *args.build]
@@ -206,7 +217,7 @@ def main() -> None:
                 arrived, appended, secs, cpu = sdk_flood(args.sdk_calls, way, args.sdk_options, args.sdk_linger,
                                                          build)
                 name = {"direct": "directly to the fake", "run": "through run --listen",
-                        "receive": "into receive (appended)"}[way]
+                        "receive": "into receive (appended)", "split": "through receive + run (2 processes)"}[way]
                 name += "" if build is None else f" ({build.name})"
                 via = f", {appended:,} appended by the relay" if appended is not None and way == "run" else ""
                 used = f"; sidecar CPU {cpu:.1f} s" if cpu is not None else ""
