@@ -1,18 +1,23 @@
 """Request bodies -> the lines to append: the seed endpoints' three shapes and the SDKs' `{"events": [...]}`.
 
-Each body takes two msgspec calls, both in C for the whole body: framing (where each event's
-JSON text starts and ends, `list[Raw]`) and checking (every event against the definition
-of `forwarder.decode.event`, its nested objects typed so that they are checked and kept as
-nothing; see `checking`). When both pass, the lines are the events' own texts: the seed
-endpoints append each event as the caller sent it (plus `time`, the receive time, when it
-has none), the relay appends Statsig-shaped events as the SDK sent them. Python runs per
-event only for a depth bound (two `bytes.count`s) and a missing time; the per-event step
-(`forwarder.decode.codec.judge_line`, which also gives each reason) runs only for the
-events that need it: when the checking call refuses the body, for an unknown key, an ISO
-or fractional time, a user with privateAttributes (relay), text that may nest deeper than
-MAX_DEPTH, and under oversize_fields = "reject" a text long enough to be over Statsig's limits.
-"""
+Every body is decoded by msgspec calls over the whole body, against the Structs of
+`forwarder.decode.event` (one definition of a valid event):
 
+- `checking(Struct)`: the same fields, nested objects typed so that msgspec checks they are
+  objects (or lists of objects, or users) and keeps nothing of them; both paths run it.
+- seed endpoints: framing (`list[Raw]`: each event's own text) + checking. Each event is appended
+  as the caller sent it, plus `time` (the receive time) when it has none.
+- relay: `wire(SdkEvent)` (the same fields, nested objects kept as their text) + checking. The
+  decoded events, nulls left out, ARE the lines: one `encode_lines` call.
+
+Python runs per event only for the name rule (remembered per name), a depth bound (bracket
+counts of texts long enough to nest deeper than MAX_DEPTH) and a missing time. The per-event
+step of the file reader (`forwarder.decode.codec.judge_line`, which also gives each reason)
+runs only for the events that need it: all of them, one by one, when a whole-body call refuses
+anything (so a bad event costs only itself); and an event whose text may nest too deep, whose
+name Statsig drops, whose user has null fields or privateAttributes (relay), and under
+oversize_fields = "reject" one long enough to be over Statsig's limits.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -54,7 +59,7 @@ class _Object(msgspec.Struct, gc=False):
     """Any JSON object: decoding one checks that it is an object, and keeps nothing."""
 
 
-def checking(struct: type[msgspec.Struct], *, int_time: bool = True) -> type[msgspec.Struct]:
+def checking(struct: type[msgspec.Struct]) -> type[msgspec.Struct]:
     """A Struct that checks what `struct` (an event or user of decode.event) accepts and keeps no text.
 
     Its Raw object fields become `_Object | None`, its Raw array fields `list[_Object] | None`,
@@ -72,7 +77,7 @@ def checking(struct: type[msgspec.Struct], *, int_time: bool = True) -> type[msg
             kind = list[_Object] | None
         elif f.name == "user":
             kind = checking(SdkUser if struct is SdkEvent else FileUser) | None
-        elif f.name == "time" and int_time:
+        elif f.name == "time":
             kind = typing.get_args(kind)[0] | None  # the integer epoch ms member of the union
         fields.append((f.name, kind) if f.required else (f.name, kind, f.default))
     forbid = struct.__struct_config__.forbid_unknown_fields
@@ -111,12 +116,6 @@ _ENCODE = msgspec.json.Encoder().encode
 _FORMAT = msgspec.json.format
 _DEPTH_BYTES = 2 * MAX_DEPTH  # a text this short cannot nest deeper than MAX_DEPTH
 _PRIVATE = b'"privateAttributes"'
-
-
-def _json_type(message: str) -> str:
-    """The JSON type named by msgspec's `Expected `object`, got `array``."""
-    kind = message.rpartition("got `")[2].partition("`")[0]
-    return {"str": "string", "int": "number", "float": "number", "bool": "boolean"}.get(kind, kind)
 
 
 def _invalid_json(e: Exception) -> ApiError:
@@ -293,7 +292,6 @@ def wire(struct: type[msgspec.Struct]) -> type[msgspec.Struct]:
 
 
 _SDK_WIRE = wire(SdkEvent)
-_NESTED = ("user", "metadata", "secondaryExposures", "statsigMetadata")
 _NULL = Raw(b"null")
 
 
@@ -371,34 +369,57 @@ def _prepare(events: list[Any], now: int) -> tuple[list[bool], int]:
     """Leave out null fields (how many: the second value), fill a missing time; which events need the
     per-event step: refused alone (None), or may nest too deep (a nested text long enough to, with more
     brackets than the levels left for it), or has a name Statsig drops."""
-    long, levels = _NESTED_DEPTH_BYTES, MAX_DEPTH - 1
+    names = _NAMES
     stepped = []
     stripped = 0
     for ev in events:
-        step = ev is None or not _name_ok(ev.eventName)
-        if not step:
-            if ev.value is None:
-                ev.value = UNSET
+        if ev is None or not (names.get(ev.eventName) or _name_ok(ev.eventName)):
+            stepped.append(True)
+            continue
+        if ev.value is None:
+            ev.value = UNSET
+            stripped += 1
+        t = ev.time
+        if type(t) is not int:
+            stripped += t is None
+            ev.time = now
+        deep = False
+        r = ev.user
+        if r is not UNSET:
+            if r == _NULL:
+                ev.user = UNSET
                 stripped += 1
-            t = ev.time
-            if type(t) is not int:
-                stripped += t is None
-                ev.time = now
-            for name in _NESTED:
-                r = getattr(ev, name)
-                if r is UNSET:
-                    continue
-                n = len(r)
-                if n == 4 and r == _NULL:
-                    setattr(ev, name, UNSET)
-                    stripped += 1
-                elif n > long:
-                    data = bytes(r)
-                    if data.count(b"{") + data.count(b"[") > levels:
-                        step = True
-                        break
-        stepped.append(step)
+            elif len(r) > _NESTED_DEPTH_BYTES:
+                deep = _too_many_brackets(r)
+        r = ev.metadata
+        if r is not UNSET:
+            if r == _NULL:
+                ev.metadata = UNSET
+                stripped += 1
+            elif len(r) > _NESTED_DEPTH_BYTES:
+                deep = deep or _too_many_brackets(r)
+        r = ev.secondaryExposures
+        if r is not UNSET:
+            if r == _NULL:
+                ev.secondaryExposures = UNSET
+                stripped += 1
+            elif len(r) > _NESTED_DEPTH_BYTES:
+                deep = deep or _too_many_brackets(r)
+        r = ev.statsigMetadata
+        if r is not UNSET:
+            if r == _NULL:
+                ev.statsigMetadata = UNSET
+                stripped += 1
+            elif len(r) > _NESTED_DEPTH_BYTES:
+                deep = deep or _too_many_brackets(r)
+        stepped.append(deep)
     return stepped, stripped
+
+
+def _too_many_brackets(r: Raw) -> bool:
+    """Whether a nested text has more `{` and `[` than the levels left for it (then it may nest too deep)."""
+    data = bytes(r)
+    return data.count(b"{") + data.count(b"[") > MAX_DEPTH - 1
 
 
 def _users_to_clean(body: bytes, stripped: int) -> bool:
