@@ -44,8 +44,9 @@ _STEPS: list[tuple[str, str]] = [
     ("acknowledge + checkpoint", r"acker\.py|state/checkpoints\.py|state/writer\.py|deadletter\.py"),
     ("metrics/stats", r"prometheus_client|stats\.py"),
     ("batch + hand-off", r"queue\.py|batcher\.py|Reader\._put|Reader\._ship|senders\.py|threading\.py"),
+    ("decode (msgspec, one call per chunk)", r"ChunkDecoder\.decode \(|decode_lines"),
     ("validate + map", r"decode/event\.py|decode/codec\.py|pydantic"),
-    ("decode (orjson.loads)", r"@LOADS@"),
+    ("decode (orjson.loads, per line)", r"@LOADS@"),
     ("read + split", r"source/|Reader\._chunk|Reader\._loop|watchdog"),
     ("GC", r"gc_collect|collect_with_callback|gcmodule"),
 ]
@@ -63,7 +64,7 @@ def classify(frames: list[str], loads_frames: tuple[str, ...]) -> str | None:
         return "start-up"
     for frame in reversed(frames[1:]):
         if frame in loads_frames:
-            return "decode (orjson.loads)"
+            return "decode (orjson.loads, per line)"
         for step, pattern in _COMPILED:
             if pattern.search(frame):
                 return step

@@ -4,7 +4,7 @@ Feeds the same 1 MB chunks of gen_events.py's file through the real Reader with 
 with `bench/rules-10.toml` (or --rules FILE), alternating, and prints ns/event for each run;
 the minima's difference is the rules' cost. Then the rules alone, evaluated the way the reader
 does over the decoded events (minimum of 15 passes: steadier on a shared machine), beside
-orjson.loads + the decoder's fast path of the same lines. Complements `bench/throughput.py --
+the one-call chunk decode of the same lines. Complements `bench/throughput.py --
 --config bench/rules-10.toml`, whose whole-process figures move more than 5% on a shared machine.
 
     python bench/rules.py [--events 200000] [--rounds 5] [--rules bench/rules-10.toml]
@@ -22,10 +22,9 @@ import time
 import tomllib
 from pathlib import Path
 
-import orjson
 from _common import ROOT, events_file, hardware
 
-from forwarder.decode.event import fast_path
+from forwarder.decode.codec import ChunkDecoder
 from forwarder.decode.reader import Reader
 from forwarder.delivery.batcher import Batcher
 from forwarder.model import Batch, Chunk
@@ -68,14 +67,14 @@ def per_event_ns(parts: list[Chunk], n: int, rules: list[Rule]) -> float:
 
 
 def rules_alone_ns(parts: list[Chunk], rules: list[Rule]) -> tuple[float, float]:
-    """(ns per event of the rules alone, ns per event of orjson.loads + fast_path), minima."""
-    lines = [line for c in parts for line in c.data.split(b"\n") if line]
+    """(ns per event of the rules alone, ns per event of the one-call chunk decode), minima."""
     decode = []
     for _ in range(5):
+        decoder = ChunkDecoder()
         started = time.process_time()
-        decoded = [fast_path(orjson.loads(line), len(line)) for line in lines]
+        decoded = [decoder.decode(c.data) for c in parts]
         decode.append(time.process_time() - started)
-    events = [e for e in decoded if e is not None]
+    events = [e for m in decoded if m is not None for e in m.events]
     ruleset = RuleSet([("local", r) for r in rules])
     plans = ruleset.plans
     extra = []
@@ -83,9 +82,9 @@ def rules_alone_ns(parts: list[Chunk], rules: list[Rule]) -> tuple[float, float]
         started = time.process_time()
         for i, event in enumerate(events):
             try:
-                plan = plans[event["eventName"]]
+                plan = plans[event.eventName]
             except KeyError:
-                plan = ruleset.plan(event["eventName"])
+                plan = ruleset.plan(event.eventName)
             if plan is not None:
                 plan(event, "crc:0123456789abcdef:", i, b"")
         with_rules = time.process_time() - started
@@ -119,7 +118,7 @@ def main() -> None:
         print(f"{what}: no rules {a:.0f} ns/event, {len(rules)} rules {b:.0f} ns/event: {b - a:+.0f} ns "
               f"({100 * (b - a) / a:+.1f}% of the reader's CPU per event)")
     alone, decode = rules_alone_ns(parts, rules)
-    print(f"rules alone: {alone:.0f} ns/event; orjson.loads + fast_path of the same lines: {decode:.0f} ns/event "
+    print(f"rules alone: {alone:.0f} ns/event; decoding the same chunks: {decode:.0f} ns/event "
           f"(rules = {100 * alone / decode:.0f}% of that)")
 
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forwarder.decode.codec import ChunkDecoder, LineError, decode_events, decode_line, judge_line
+from forwarder.decode.codec import ChunkDecoder, LineError, check_events, decode_events, decode_line, judge_line
 from forwarder.decode.event import DROPPED_NAME_CHARS, MAX_DEPTH, add_event_ids, event_schema, set_metadata
 from forwarder.model import StatsigEvent
 
@@ -117,6 +117,30 @@ def test_body_decode_agrees_with_each_event_alone(objs: list[Any], shape: Any) -
     want = [_fate(orjson.dumps(o), now) for o in objs]
     assert [("error", str(r)) if isinstance(r, LineError) else (r.event.as_dict(), r.over, r.timed)
             for r in got] == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(events | sdk_events | plain_file | plain_sdk | json_scalars, min_size=1, max_size=5),
+       st.sampled_from(["array", "sdk", "one"]), st.sampled_from(["metadata", "reject"]),
+       st.sampled_from(["send", "reject"]))
+def test_body_verdicts_agree_with_each_event_alone(objs: list[Any], shape: Any, unknown: Any, oversize: Any) -> None:
+    """check_events (one checking call, texts kept) judges each event as judge_line does; an event it
+    passes without the per-event step is a valid line as it is."""
+    if shape == "one":
+        objs = objs[:1]
+    body = orjson.dumps(objs[0] if shape == "one" else objs if shape == "array" else {"events": objs})
+    now = 1_700_000_000_000
+    for obj, verdict in zip(objs, check_events(body, shape, unknown, oversize, now), strict=True):
+        line = orjson.dumps(obj)
+        assert bytes(verdict.raw) == line
+        try:
+            alone = judge_line(line, unknown, oversize, now)
+        except LineError as e:
+            assert verdict.error is not None and str(verdict.error) == str(e)
+            continue
+        assert verdict.error is None and verdict.over == alone.over
+        if verdict.event is not None:
+            assert verdict.event.as_dict() == alone.event.as_dict()
 
 
 def test_statsig_shaped_lines_pass_as_they_came() -> None:

@@ -229,3 +229,26 @@ def test_example_config_lists_every_option_and_loads(tmp_path: Path) -> None:
     enabled = re.sub(r"^# (?!statsig_server_secret_key|token)(\w+ = )", r"\1", text, flags=re.M)
     (tmp_path / "all.toml").write_text(enabled)
     load_settings(tmp_path / "all.toml")
+
+
+@pytest.mark.parametrize(("batch_size", "batch_bytes"), [(3, 10**6), (100, 60), (4, 100), (1000, 10**6)])
+def test_one_call_chunk_batches_like_line_by_line(tmp_path: Path, batch_size: int, batch_bytes: int) -> None:
+    """An all-good chunk (decoded in one call) closes batches on count and bytes exactly where the
+    per-line path does, with the same positions and event ids."""
+    lines = [orjson.dumps({"event_name": f"e{i}", "time": i, "metadata": {"n": "x" * (i % 5)}}) for i in range(11)]
+    data = b"".join(x + b"\n" for x in lines)
+    shipped: list[list[tuple[str, dict[str, int], int]]] = []
+    for one_call in (True, False):
+        batches: queue.Queue[Batch | None] = queue.Queue()
+        reader = Reader(_NoSource(), Batcher(batch_size, batch_bytes, 3600), batches,  # type: ignore[arg-type]
+                        DeadLetter(tmp_path / f"dead{one_call}.ndjson"), Stats(), threading.Event(), 0.1, 10**6,
+                        "metadata")
+        if not one_call:
+            reader.decoder.decode = lambda *a, **k: None  # type: ignore[method-assign]
+        reader._chunk(Chunk("key", "p", 100, data))
+        got = [b for _ in range(batches.qsize()) if (b := batches.get_nowait()) is not None]
+        rest = reader.batcher.take()
+        assert rest is not None
+        shipped.append([(",".join(orjson.dumps(e.as_dict()).decode() for e in b.events), b.positions, b.nbytes)
+                        for b in [*got, rest]])
+    assert shipped[0] == shipped[1]

@@ -69,6 +69,11 @@ class EventSelector:
     def filters_time(self) -> bool:
         return self.since is not None or self.until is not None or self.require_time
 
+    @property
+    def filters(self) -> bool:
+        """Whether it may leave any event out (else the reader need not ask it)."""
+        return self.filters_time or self.names is not None
+
     def __call__(self, event: StatsigEvent, timed: bool) -> bool:
         """Send this event? `timed`: its line had a time (a missing one is filled when decoding)."""
         if self.filters_time:
@@ -165,7 +170,7 @@ def replay(settings: Settings, patterns: tuple[str, ...], options: ReplayOptions
         namespace=REPLAY_CHECKPOINT_FILE,
         lock_name=REPLAY_LOCK_FILE,
         make_source=lambda checkpoints: sequence(files, checkpoints, settings, options.restart),
-        select=options.selector,
+        select=options.selector if options.selector.filters else None,
         limiter=limiter,
         tick=progress.tick,
     )

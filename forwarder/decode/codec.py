@@ -21,10 +21,12 @@ from msgspec import Raw
 from ..model import StatsigEvent
 from .event import (
     _DEPTH_SAFE_BYTES,
+    _EXPONENT,
     _SPACE_OR_OPEN,
     ANONYMOUS_USER,
     FILE_FIELDS,
     MAX_DEPTH,
+    MAX_OBJECT_FIELD,
     MAX_STRING_FIELD,
     SAFE_LINE_BYTES,
     SDK_FIELDS,
@@ -37,12 +39,14 @@ from .event import (
     UserID,
     check_depth,
     check_statsig_rules,
+    checking_twin,
     describe,
     dropped_name,
     file_user,
     is_sdk_shaped,
     nesting,
     over_limits,
+    sdk_user_text,
     to_wire,
     too_deep,
     with_key,
@@ -261,7 +265,7 @@ class ChunkDecoder:
             return None
         now = now_ms() if now is None else now
         if type(items[0]) is not FileEvent:
-            many = _wire_all(items, oversize, now)
+            many = _wire_sdk_lines(data, items, ends, now, oversize)
         elif ids is not None and _ENCODE(ids[0]) not in data:  # (else an event may have the key already)
             many = _wire_file_lines(items, ends, now, oversize, ids)
             if many is not None:
@@ -310,8 +314,6 @@ def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize
     view = memoryview
     id_head = _ENCODE(ids[0]) + b":" + _ENCODE(ids[1])[:-1] if ids is not None else None  # "key":"prefix
     base = ids[2] if ids is not None else 0
-    comma_head = b"," + id_head if id_head is not None else b""
-    close = b'"}'
     odd = _SPACE_OR_OPEN
     try:
         for ev, end in zip(items, ends, strict=True):
@@ -352,13 +354,14 @@ def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize
             if not name.isidentifier() and dropped(name):
                 return None
             if id_head is not None:
-                offset = b"%d" % (base + start)
                 if m is None:
-                    m = Raw(b"".join((b"{", id_head, offset, close)))
-                elif view(m)[-2] in odd:  # {} or whitespace before its }
-                    m = with_key(m, ids[0], ids[1] + str(base + start))  # type: ignore[index]
+                    m = Raw(b'{%b%d"}' % (id_head, base + start))
                 else:
-                    m = Raw(b"".join((view(m)[:-1], comma_head, offset, close)))
+                    text = bytes(m)
+                    if text[-2] in odd:  # {} or whitespace before its }
+                        m = with_key(m, ids[0], ids[1] + str(base + start))  # type: ignore[index]
+                    else:
+                        m = Raw(b'%b,%b%d"}' % (text[:-1], id_head, base + start))
             if len(name) > max_string or (type(value) is str and len(value) > max_string):
                 max_string = MAX_STRING_FIELD
                 wire = StatsigEvent(name, t, user, value, m)
@@ -370,6 +373,64 @@ def _wire_file_lines(items: list[FileEvent], ends: list[int], now: int, oversize
                 append(wire)
             else:
                 append(StatsigEvent(name, t, user, value, m))
+            start = end
+    except InvalidEvent:
+        return None
+    return out
+
+
+_SDK_LINES_CHECK = msgspec.json.Decoder(checking_twin(SdkEvent, True))
+_NULL = Raw(b"null")
+
+
+def _wire_sdk_lines(data: bytes, items: list[SdkEvent], ends: list[int], now: int,
+                    oversize: OversizeFields) -> Many | None:
+    """`_wire_all` for the lines of a chunk in Statsig's shape (what the relay appends): the nested
+    objects are checked in one more msgspec call over the chunk (the checking twin), so that
+    per event only what a Struct cannot say runs here; anything unusual returns None."""
+    try:
+        checked: list[Any] = _SDK_LINES_CHECK.decode_lines(data)
+    except _REFUSED:
+        return None
+    out = Many([])
+    events = out.events
+    append = events.append
+    start = 0
+    nulls = b"null" in data  # (a user's null fields are left out: only then is its text searched)
+    try:
+        for ev, chk, end in zip(items, checked, ends, strict=True):
+            t = ev.time
+            if type(t) is not int:
+                if t is not None:
+                    return None
+                t = now
+                out.untimed.append(len(events))
+            name = ev.eventName
+            if not name.isidentifier() and dropped_name(name):
+                return None
+            user = ev.user
+            cu = chk.user
+            if cu is None:
+                user = None
+            elif cu.privateAttributes is not None or (nulls and b"null" in bytes(user)):  # type: ignore[arg-type]
+                user = sdk_user_text(user)  # type: ignore[arg-type]
+            m = ev.metadata if chk.metadata is not None else None
+            exposures = ev.secondaryExposures if chk.secondaryExposures is not None else None
+            sm = ev.statsigMetadata if chk.statsigMetadata is not None else None
+            wire = StatsigEvent(name, t, user, ev.value, m, exposures, sm)
+            if end - start > _DEPTH_SAFE_BYTES:
+                for raw, what in ((m, "metadata"), (user, "user"), (exposures, "secondaryExposures"),
+                                  (sm, "statsigMetadata")):
+                    if raw is not None:
+                        check_depth(raw, MAX_DEPTH - 1, what)
+                over = check_statsig_rules(wire, oversize) if end - start > SAFE_LINE_BYTES or len(name) > \
+                    MAX_STRING_FIELD or type(ev.value) is str else []
+            else:
+                over = check_statsig_rules(wire, oversize) if len(name) > MAX_STRING_FIELD or \
+                    type(ev.value) is str else []
+            if over:
+                out.over.append((len(events), over))
+            append(wire)
             start = end
     except InvalidEvent:
         return None
@@ -527,6 +588,105 @@ def _split_deep(body: bytes, shape: BodyShape) -> list[bytes]:
             key = prev
         prev = token
     raise BodyError("invalid JSON: the events array does not end")
+
+
+# -- verdicts only: a body checked in one call, each event's text kept as sent ----------------
+@dataclass(slots=True)
+class Verdict:
+    """One event of a body: its JSON text as sent; why it is refused (None: valid); the fields
+    over Statsig's size limits; and its Statsig event when the per-event step had to run (None
+    when the text is, as it is, a valid event that needs nothing more: see `check_events`)."""
+
+    raw: Raw | bytes
+    error: LineError | None = None
+    over: list[str] = field(default_factory=list)
+    event: StatsigEvent | None = None
+
+
+_CHECKS: dict[tuple[str, bool], msgspec.json.Decoder[Any]] = {}
+for _shape, _cls in (("file", FileEvent), ("sdk", SdkEvent)):
+    for _strict in (False, True):
+        _twin = checking_twin(_cls, _strict)
+        _CHECKS[(_shape, _strict)] = msgspec.json.Decoder(list[_twin])  # type: ignore[valid-type]
+        _CHECKS[(_shape + "-one", _strict)] = msgspec.json.Decoder(_twin)
+        _CHECKS[(_shape + "-batch", _strict)] = msgspec.json.Decoder(
+            msgspec.defstruct(f"{_twin.__name__}Batch", [("events", list[_twin])]))  # type: ignore[valid-type]
+
+
+def check_events(body: bytes, shape: BodyShape, unknown_fields: UnknownFields = "metadata",
+                 oversize_fields: OversizeFields = "send", now: int | None = None) -> list[Verdict]:
+    """Every event of a request body (shapes as in `decode_events`), judged as a file line would
+    be, with its JSON text as sent: for intake that appends what it was given.
+
+    The whole body is checked in one msgspec call against the definition with nested objects
+    typed (`event.checking_twin`); an event then needs no Python beyond a few length checks
+    unless it is unusual, and `Verdict.event` stays None: its text is valid as it is. For the
+    file form that includes a missing time (the reader stamps it), unknown top-level keys under
+    unknown_fields = "metadata" (the reader moves them into metadata); for Statsig's shape, the
+    text is a ready Statsig event. Anything else (an ISO or missing SDK time, privateAttributes,
+    a long or deep event, any refusal) takes `judge_line`, which sets `event` (the Statsig event
+    to append instead, e.g. with `encode_line`) or `error`. Raises BodyError like decode_events.
+    """
+    raws = _split_body(body, shape)
+    strict = unknown_fields == "reject"
+    checked: list[Any] | None = None
+    kind = "file"
+    if _utf8(body):
+        for kind in (("sdk",) if shape == "sdk" else ("file", "sdk")):
+            try:
+                if shape == "sdk":
+                    checked = _CHECKS[("sdk-batch", strict)].decode(body).events
+                elif shape == "one":
+                    checked = [_CHECKS[(kind + "-one", strict)].decode(body)]
+                else:
+                    checked = _CHECKS[(kind, strict)].decode(body)
+            except _REFUSED:
+                continue
+            break
+    now = now_ms() if now is None else now
+    verdicts: list[Verdict] = []
+    sdk = kind == "sdk"
+    for i, raw in enumerate(raws):
+        over = _light(checked[i], raw, sdk, oversize_fields) if checked is not None else None
+        if over is not None:
+            verdicts.append(Verdict(raw, None, over))
+            continue
+        try:
+            d = judge_line(raw, unknown_fields, oversize_fields, now)
+        except LineError as e:
+            verdicts.append(Verdict(raw, e))
+            continue
+        verdicts.append(Verdict(raw, None, d.over, d.event))
+    return verdicts
+
+
+def _light(ev: Any, raw: Raw | bytes, sdk: bool, oversize: OversizeFields) -> list[str] | None:
+    """What a checked event still needs: its fields over Statsig's string limits, or None when it
+    needs the per-event step."""
+    t = ev.time
+    if type(t) is not int and (sdk or t is not None):
+        return None
+    name = ev.eventName if sdk else ev.event_name
+    if not name.isidentifier() and dropped_name(name):
+        return None
+    if sdk and ev.user is not None and ev.user.privateAttributes is not None:
+        return None
+    n = len(raw)
+    if n > _DEPTH_SAFE_BYTES:
+        text = bytes(raw)
+        if text.count(b"{") + text.count(b"[") > MAX_DEPTH:
+            return None
+        if n > SAFE_LINE_BYTES and (n > MAX_OBJECT_FIELD or _EXPONENT(text)):
+            return None  # an object may be over 4096 stringified: measured per event
+    over = []
+    if len(name) > MAX_STRING_FIELD:
+        over.append("event_name")
+    value = ev.value
+    if type(value) is str and len(value) > MAX_STRING_FIELD:
+        over.append("value")
+    if over and oversize == "reject":
+        return None
+    return over
 
 
 def encode_line(event: StatsigEvent) -> bytes:

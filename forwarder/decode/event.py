@@ -19,6 +19,7 @@ codec.py, which runs only for lines the Structs refuse.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -89,6 +90,7 @@ else:
     ListRaw = Annotated[Raw, Meta(extra_json_schema={"type": ["array", "null"], "items": {"type": "object"}})]
     UserRaw = Annotated[Raw, Meta(extra_json_schema={"type": ["object", "null"], "description": "a Statsig "
                                                      "user (typed as FileUser; other keys pass)"})]
+_OBJECT_RAW, _LIST_RAW, _USER_RAW = ObjectRaw, ListRaw, UserRaw
 
 
 class FileUser(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
@@ -277,6 +279,12 @@ def file_user(user: FileUser, user_id: str | None) -> FileUser:
     return user
 
 
+def sdk_user_text(raw: Raw) -> Raw:
+    """An SdkEvent's (checked) user without privateAttributes and null fields."""
+    fields = _FIELDS(raw)
+    return Raw(_ENCODE({k: v for k, v in fields.items() if k != "privateAttributes" and bytes(v) != b"null"}))
+
+
 def _sdk_user(raw: Raw | None) -> Raw | None:
     """An SdkEvent's user, checked as SdkUser; sent as it came unless it has privateAttributes or nulls."""
     raw = _object(raw, "user")
@@ -289,8 +297,7 @@ def _sdk_user(raw: Raw | None) -> Raw | None:
     if user.custom is not None:
         _object(user.custom, "user.custom")
     if user.privateAttributes is not None or b"null" in bytes(raw):
-        fields = _FIELDS(raw)
-        raw = Raw(_ENCODE({k: v for k, v in fields.items() if k != "privateAttributes" and bytes(v) != b"null"}))
+        raw = sdk_user_text(raw)
     return raw
 
 
@@ -372,8 +379,6 @@ def add_event_ids(events: list[StatsigEvent], starts: list[int], key: str, prefi
     cheaply as possible. `source`: the text the events were decoded from; where it holds the key
     (an event may have it already) or a metadata text ends oddly, set_metadata decides."""
     head = _ENCODE(key) + b":" + _ENCODE(prefix)[:-1]  # "key":"prefix  (the offset and '"}' follow)
-    comma_head = b"," + head
-    close = b'"}'
     odd = _SPACE_OR_OPEN
     if _ENCODE(key) in source:
         for ev, start in zip(events, starts, strict=True):
@@ -381,15 +386,14 @@ def add_event_ids(events: list[StatsigEvent], starts: list[int], key: str, prefi
         return
     for ev, start in zip(events, starts, strict=True):
         m = ev.metadata
-        offset = str(base + start).encode()
         if m is None:
-            ev.metadata = Raw(b"".join((b"{", head, offset, close)))
+            ev.metadata = Raw(b'{%b%d"}' % (head, base + start))
             continue
-        text = memoryview(m)
+        text = bytes(m)
         if text[-2] in odd:
             set_metadata(ev, key, prefix + str(base + start))
         else:
-            ev.metadata = Raw(b"".join((text[:-1], comma_head, offset, close)))
+            ev.metadata = Raw(b'%b,%b%d"}' % (text[:-1], head, base + start))
 
 
 def over_limits(ev: StatsigEvent) -> list[str]:
@@ -433,12 +437,18 @@ def stringified_length(obj: Any) -> int:
     return len(data.decode("utf-8").encode("utf-16-le")) // 2
 
 
+_CLEAN_NAMES: set[str] = set()  # names seen to pass (few distinct ones: statsig::gate_exposure, ...)
+MAX_CLEAN_NAMES = 10_000  # hostile name cardinality must not grow memory without bound
+
+
 def dropped_name(name: str) -> DroppedByStatsig | None:
     """The refusal of a name Statsig drops, or None."""
-    if name.isidentifier():
+    if name.isidentifier() or name in _CLEAN_NAMES:
         return None
     bad = _DROPPED_NAME(name)
     if bad is None:
+        if len(_CLEAN_NAMES) < MAX_CLEAN_NAMES:
+            _CLEAN_NAMES.add(name)
         return None
     return DroppedByStatsig(
         f"event_name contains {bad.group()!r}: Statsig drops events whose name contains any of "
@@ -492,6 +502,39 @@ def describe(e: msgspec.ValidationError, prefix: str = "") -> str:
         message = "unknown field"
     where = ".".join(parts)
     return f"{where}: {message}" if where else message
+
+
+@functools.cache
+def checking_twin(cls: type[msgspec.Struct], forbid_unknown: bool) -> type[msgspec.Struct]:
+    """The Struct `cls` with its Raw fields typed for checking instead of kept (an object, a list
+    of objects, an SdkUser), unknown fields refused or ignored: derived from the definition, so
+    a whole body is checked in one call when nothing needs the per-event step."""
+    name = f"{cls.__name__}{'Strict' if forbid_unknown else ''}Check"
+    fields: list[Any] = []
+    for f in msgspec.structs.fields(cls):
+        if f.default is msgspec.NODEFAULT:
+            fields.append((f.name, _twin_type(f.type)))
+        else:
+            fields.append((f.name, _twin_type(f.type), f.default))
+    return msgspec.defstruct(name, fields, forbid_unknown_fields=forbid_unknown, gc=False)
+
+
+def _twin_type(t: Any) -> Any:
+    import types
+    import typing
+
+    if t == _OBJECT_RAW:
+        return _Object | None
+    if t == _LIST_RAW:
+        return list[_Object] | None
+    if t == _USER_RAW:
+        return checking_twin(SdkUser, False) | None
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
+        args = tuple(_twin_type(a) for a in typing.get_args(t))
+        return typing.Union[args]  # noqa: UP007
+    if isinstance(t, type) and issubclass(t, msgspec.Struct):
+        return checking_twin(t, bool(t.__struct_config__.forbid_unknown_fields))
+    return t
 
 
 def event_schema(shape: Literal["file", "sdk"] = "file") -> dict[str, Any]:

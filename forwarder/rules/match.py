@@ -133,9 +133,13 @@ def make_plan(rules: list[CompiledRule]) -> Plan:
     steps = tuple((r.field, r.path, r.equals, r.equals_bool, r.drop, r) for r in rules)
 
     def plan(event: StatsigEvent, prefix: str | None, start: int, line: bytes) -> bool:
+        seen: dict[str, Any] = {}  # each nested field decoded once per event, only if a rule reads it
         for field, path, equals, equals_bool, drop, rule in steps:
             if field is not None:
-                node = field_value(event, field)
+                try:
+                    node = seen[field]
+                except KeyError:
+                    node = seen[field] = field_value(event, field)
                 for part in path:
                     node = node.get(part) if type(node) is dict else None
                 if node is None:
