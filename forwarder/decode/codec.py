@@ -15,7 +15,6 @@ from operator import itemgetter
 from typing import Any, Literal
 
 import msgspec
-import orjson
 from msgspec import Raw
 
 from ..model import StatsigEvent
@@ -702,19 +701,3 @@ def encode_events(events: list[StatsigEvent]) -> bytes:
 def depth_of(data: bytes) -> int:
     """How deep objects/arrays nest in JSON text (for diagnostics; brackets in strings ignored)."""
     return nesting(data)
-
-
-def to_statsig(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata",
-               oversize_fields: OversizeFields = "send", line_bytes: int | None = None) -> dict[str, Any]:
-    """Compatibility for the receiver until it decodes whole bodies (`decode_events`): one decoded
-    object -> its Statsig event as a dict; InvalidEvent (DroppedByStatsig) with the reason."""
-    try:
-        line = orjson.dumps(obj)
-    except orjson.JSONEncodeError:
-        raise InvalidEvent(too_deep()) from None
-    try:
-        return judge_line(line, unknown_fields, oversize_fields).event.as_dict()
-    except StatsigRuleError as e:
-        raise DroppedByStatsig(str(e).removeprefix("invalid event: "), e.over) from None
-    except LineError as e:
-        raise InvalidEvent(str(e).removeprefix("invalid event: ")) from None

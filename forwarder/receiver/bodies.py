@@ -3,8 +3,9 @@
 Every body is decoded by msgspec calls over the whole body, against the Structs of
 `forwarder.decode.event` (one definition of a valid event):
 
-- `checking(Struct)`: the same fields, nested objects typed so that msgspec checks they are
-  objects (or lists of objects, or users) and keeps nothing of them; both paths run it.
+- `decode.event.checking_twin(Struct)`: the same fields, nested objects typed so that msgspec
+  checks they are objects (or lists of objects, or users) and keeps nothing of them; both paths
+  run it.
 - seed endpoints: framing (`list[Raw]`: each event's own text) + checking. Each event is appended
   as the caller sent it, plus `time` (the receive time) when it has none.
 - relay: `wire(SdkEvent)` (the same fields, nested objects kept as their text) + checking. The
@@ -33,13 +34,12 @@ from ..decode.event import (
     MAX_STRING_FIELD,
     SAFE_LINE_BYTES,
     FileEvent,
-    FileUser,
     ListRaw,
     ObjectRaw,
     OversizeFields,
     SdkEvent,
-    SdkUser,
     UnknownFields,
+    checking_twin,
     dropped_name,
 )
 from .intake import Decoded, Invalid
@@ -55,37 +55,8 @@ def is_internal(name: str) -> bool:
 
 
 # -- the checking decode -------------------------------------------------------------------------
-class _Object(msgspec.Struct, gc=False):
-    """Any JSON object: decoding one checks that it is an object, and keeps nothing."""
-
-
-def checking(struct: type[msgspec.Struct]) -> type[msgspec.Struct]:
-    """A Struct that checks what `struct` (an event or user of decode.event) accepts and keeps no text.
-
-    Its Raw object fields become `_Object | None`, its Raw array fields `list[_Object] | None`,
-    its users their own checking Structs; `time` only epoch ms as an integer (others: the
-    per-event step). A privateAttributes field keeps its type: it is never sent.
-    """
-    fields: list[Any] = []
-    for f in msgspec.structs.fields(struct):
-        kind: Any = f.type
-        if f.name == "privateAttributes":
-            pass
-        elif kind == ObjectRaw:
-            kind = _Object | None
-        elif kind == ListRaw:
-            kind = list[_Object] | None
-        elif f.name == "user":
-            kind = checking(SdkUser if struct is SdkEvent else FileUser) | None
-        elif f.name == "time":
-            kind = typing.get_args(kind)[0] | None  # the integer epoch ms member of the union
-        fields.append((f.name, kind) if f.required else (f.name, kind, f.default))
-    forbid = struct.__struct_config__.forbid_unknown_fields
-    return msgspec.defstruct(f"Checked{struct.__name__}", fields, forbid_unknown_fields=forbid, gc=False)
-
-
-_FILE_CHECK = checking(FileEvent)
-_SDK_CHECK = checking(SdkEvent)
+_FILE_CHECK = checking_twin(FileEvent, True)
+_SDK_CHECK = checking_twin(SdkEvent, True)
 
 
 class _SdkChecked(msgspec.Struct, gc=False):
@@ -165,7 +136,8 @@ def seed_events(body: bytes, shape: Shape, max_events: int, max_line: int, unkno
         data = bytes(raw)
         ev: Any = checked[i] if checked is not None else _check_one(data)
         timed = ev is not None and ev.time is not None
-        if (ev is None or not _name_ok(getattr(ev, "event_name", None) or ev.eventName)
+        if (ev is None or (timed and type(ev.time) is not int)  # an ISO or fractional time: judged
+                or not _name_ok(getattr(ev, "event_name", None) or ev.eventName)
                 or _maybe_deep(data) or (oversize == "reject" and _maybe_over(ev, data))):
             try:
                 timed = judge_line(data, unknown, oversize, now).timed
@@ -310,7 +282,7 @@ def sdk_events(body: bytes, max_events: int, max_line: int, unknown: UnknownFiel
     """The events of an SDK request as Statsig-shaped lines; ApiError 400 (JSON, shape), 413 (count).
 
     Two calls decode the whole body: into `wire(SdkEvent)` (the lines: typed scalars, nested objects as
-    text) and into `checking(SdkEvent)` (the nested objects' types). Per event, Python only leaves out
+    text) and into `checking_twin(SdkEvent)` (the nested objects' types). Per event, Python only leaves out
     null nested fields, bounds the depth by counting brackets of nested texts longer than the limit
     allows, and fills a missing time; `judge_line` takes the events that need more.
     """
