@@ -52,7 +52,7 @@ def main() -> None:
         ("yardstick: orjson.loads of the body", lambda: orjson.loads(raw)),
         ("gunzip (isal)", lambda: decompress(gz, "gzip", 64 << 20)),
         ("decode into wire(SdkEvent), one call", lambda: bodies._WIRE_SDK_BODY(raw)),
-        ("check with checking(SdkEvent), one call", lambda: bodies._CHECK_SDK_BODY(raw)),
+        ("check with checking_twin(SdkEvent), one call", lambda: bodies._CHECK_SDK_BODY(raw)),
         ("per event: nulls, name, depth bound, time", lambda: bodies._prepare(events, now)),
         ("users to clean? (body scans)", lambda: bodies._users_to_clean(raw, 0)),
         ("encode_lines + mask", lambda: bodies.mask(bodies._ENCODE_LINES(events), masks)),
@@ -65,7 +65,7 @@ def main() -> None:
     steps = [
         ("yardstick: orjson.loads of the body", lambda: orjson.loads(seed)),
         ("frame: list[Raw], one call", lambda: bodies._frame_seed(seed, "array")),
-        ("check with checking(FileEvent), one call", lambda: bodies._check_seed(seed, "array", 100)),
+        ("check with checking_twin(FileEvent), one call", lambda: bodies._check_seed(seed, "array", 100)),
         ("all of seed_events", lambda: bodies.seed_events(seed, "array", 1000, 1 << 20, "metadata", "send")),
     ]
     print("receiver, 100-event batch (bench/receiver.py's events):")
