@@ -11,7 +11,7 @@ With `--baseline DIR` (another checkout of the project, e.g. `git worktree add D
 repetition runs that build and then this one, alternating in the same sitting, since the
 machine's speed drifts between runs; the parse-only rate is measured again before each pair.
 
-    python bench/throughput.py [--events 1000000] [--repeat 1] [--no-replay] [--stdin] [--baseline DIR]
+    python bench/throughput.py [--events 1000000] [--repeat 1] [--no-replay] [--stdin] [--sdk] [--baseline DIR]
                                [-- extra flags]
 """
 
@@ -81,11 +81,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--no-replay", action="store_true", help="skip the gzip replay run")
     parser.add_argument("--stdin", action="store_true", help="also `run -` with the file on stdin")
+    parser.add_argument("--sdk", action="store_true", help="the same events in Statsig's shape, as the relay "
+                        "appends them (with secondaryExposures and statsigMetadata)")
     parser.add_argument("--baseline", type=Path, help="another checkout to alternate with, run first")
     parser.add_argument("extra", nargs="*", help="extra flags for `statsig-forwarder run`")
     args = parser.parse_args()
 
     path = events_file(args.events)
+    if args.sdk:
+        path = sdk_shaped(path)
     fake = RemoteFake()
     print(f"hardware: {hardware()}")
     print(f"input: {path} ({args.events:,} lines, {path.stat().st_size / args.events:.0f} bytes/line)")
@@ -132,6 +136,22 @@ def run_once(fake: RemoteFake, label: str, command: list[str], args: argparse.Na
           f"({usage.cpu_s * 1e6 / args.events:5.2f} per million)  peak RSS {usage.max_rss_mb:6.1f} MB  "
           f"delivered {delivered:,}  rate/parse rate {rate / parse_rate:4.2f}  CPU/parse CPU "
           f"{usage.cpu_s / parse_cpu:4.2f}  [{ok}]", flush=True)
+
+
+def sdk_shaped(path: Path) -> Path:
+    """The file's events as a Statsig SDK logs them (what the relay appends), cached beside it."""
+    out = path.with_name(path.stem + "-sdk.ndjson")
+    if not out.exists():
+        with open(path, "rb") as src, open(str(out) + ".part", "wb") as dst:
+            for line in src:
+                e = orjson.loads(line)
+                dst.write(orjson.dumps({
+                    "eventName": e["event_name"], "user": {**e.get("user", {}), "statsigEnvironment": {"tier": "prod"}},
+                    "value": e.get("value"), "metadata": e.get("metadata"), "time": e["time"],
+                    "secondaryExposures": [{"gate": "g", "gateValue": "true", "ruleID": "r"}],
+                    "statsigMetadata": None}) + b"\n")
+        os.replace(str(out) + ".part", out)
+    return out
 
 
 def gzipped(path: Path) -> Path:

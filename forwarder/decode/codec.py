@@ -43,7 +43,6 @@ from .event import (
     dropped_name,
     file_user,
     is_sdk_shaped,
-    nesting,
     over_limits,
     sdk_user_text,
     to_wire,
@@ -691,13 +690,3 @@ def _light(ev: Any, raw: Raw | bytes, sdk: bool, oversize: OversizeFields) -> li
 def encode_line(event: StatsigEvent) -> bytes:
     """One event as a line in Statsig's shape (no newline): decode_line gives the same event back."""
     return _ENCODE(event)
-
-
-def encode_events(events: list[StatsigEvent]) -> bytes:
-    """Events as NDJSON, each line ending in a newline."""
-    return b"".join([_ENCODE(e) + b"\n" for e in events])
-
-
-def depth_of(data: bytes) -> int:
-    """How deep objects/arrays nest in JSON text (for diagnostics; brackets in strings ignored)."""
-    return nesting(data)

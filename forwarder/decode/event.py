@@ -271,7 +271,9 @@ def file_user(user: FileUser, user_id: str | None) -> FileUser:
     if user.userID is None:
         user.userID = user.user_id if user.user_id is not None else user_id if user_id is not None else ANONYMOUS
     user.user_id = None
-    user.privateAttributes = None
+    if user.privateAttributes is not None:
+        _object(user.privateAttributes, "user.privateAttributes")  # must be an object, though never sent
+        user.privateAttributes = None
     if user.custom is not None:
         user.custom = _object(user.custom, "user.custom")
         if user.custom is not None:
@@ -296,6 +298,8 @@ def _sdk_user(raw: Raw | None) -> Raw | None:
         raise InvalidEvent(describe(e, "user")) from None
     if user.custom is not None:
         _object(user.custom, "user.custom")
+    if user.privateAttributes is not None:
+        _object(user.privateAttributes, "user.privateAttributes")
     if user.privateAttributes is not None or b"null" in bytes(raw):
         raw = sdk_user_text(raw)
     return raw

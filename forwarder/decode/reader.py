@@ -161,6 +161,8 @@ class Reader:
         end = chunk.start + len(data)
         room_n, room_b = batcher.room()
         n = len(events)
+        # The whole chunk is read: counted before any ship, which may wait long on back-pressure.
+        self._count(lines, n, n_skipped, n_removed)
         if n <= room_n and len(data) - lines < room_b:  # line bytes, without newlines
             batcher.extend(events, len(data) - lines)
         else:
@@ -186,8 +188,6 @@ class Reader:
                 first, first_at = last, stop
         if key is not None:
             batcher.mark(key, end)
-        self.stats.add(lines_read=lines, events_read=n + n_skipped + n_removed, events_skipped=n_skipped,
-                       events_removed=n_removed)
 
     def _lines(self, chunk: Chunk, now: int) -> None:
         """A chunk line by line: the bad lines dead-lettered with their reasons, the rest batched."""
@@ -213,7 +213,8 @@ class Reader:
         n_removed = 0
         holes = b"\0" in chunk.data
         check_len = len(chunk.data) > max_len  # no line can be longer than its chunk
-        for line in lines:
+        lines_done = 0  # lines already counted in stats (before a mid-chunk ship)
+        for i, line in enumerate(lines):
             start = offset
             size = len(line)
             offset += size + 1
@@ -257,20 +258,27 @@ class Reader:
                 n_events += len(pending)
                 if key is not None:
                     batcher.mark(key, offset)
+                # Publish the counts so far: _ship may wait long on back-pressure (Statsig down).
+                self._count(i + 1 - lines_done, n_events, n_skipped, n_removed)
+                lines_done, n_events, n_skipped, n_removed = i + 1, 0, 0, 0
                 self._ship(batcher.take())
                 pending = []
                 pending_bytes = 0
                 room_n, room_b = batcher.room()
         batcher.extend(pending, pending_bytes)
-        n_events += len(pending) + n_skipped + n_removed  # read = sent + skipped + removed by rules
+        n_events += len(pending)
         if chunk.final:
             offset -= 1  # no newline after the last line
         if key is not None:
             batcher.mark(key, offset)
         if ruleset is not None:
             ruleset.flush(self.stats)
-        self.stats.add(lines_read=len(lines), events_read=n_events, events_skipped=n_skipped,
-                       events_removed=n_removed)
+        self._count(len(lines) - lines_done, n_events, n_skipped, n_removed)
+
+    def _count(self, lines: int, sent: int, skipped: int, removed: int) -> None:
+        """Add lines and events read to the stats (read = sent + skipped + removed by rules)."""
+        self.stats.add(lines_read=lines, events_read=sent + skipped + removed, events_skipped=skipped,
+                       events_removed=removed)
 
     def _reject(self, rejection: Rejection) -> None:
         delay = 0.5
