@@ -137,11 +137,3 @@ def _unzstd(body: bytes, limit: int, name: str) -> bytes:
     except zstandard.ZstdError as e:
         raise ApiError(400, f"invalid zstd body: {e}") from None
     return bytes(out)
-
-
-def loads(data: bytes) -> Any:
-    """Parsed JSON, or 400."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise ApiError(400, f"invalid JSON: {e}") from None
