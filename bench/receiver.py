@@ -77,13 +77,14 @@ async def drive(port: int, reqs: list[bytes], clients: int, seconds: float) -> t
 
 
 def start_receiver(log: Path, durability: str, env_extra: dict[str, str] | None = None,
-                   *args: str) -> tuple[subprocess.Popen[bytes], int]:
+                   *args: str, build: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """`receive` on a free port; `build`: a checkout (git worktree) whose code to run instead of this one."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORWARDER_")}
     env["FORWARDER_LOG_FORMAT"] = "json"
     env.update(env_extra or {})
     proc = subprocess.Popen([sys.executable, "-m", "forwarder", "receive", "--listen", "127.0.0.1:0",
                              "--durability", durability, str(log), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=build)
     assert proc.stderr is not None
     for line in proc.stderr:
         doc = orjson.loads(line)
@@ -102,10 +103,11 @@ def percentile(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else 0.0
 
 
-def run_case(durability: str, batch: int, clients: int, seconds: float) -> dict[str, float | str | int]:
+def run_case(durability: str, batch: int, clients: int, seconds: float,
+             build: Path | None = None) -> dict[str, float | str | int]:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "events.ndjson"
-        proc, port = start_receiver(log, durability)
+        proc, port = start_receiver(log, durability, build=build)
         try:
             if batch == 1:
                 reqs = [request(EVENT_PATH, orjson.dumps(event(i))) for i in range(2000)]
@@ -126,7 +128,8 @@ def run_case(durability: str, batch: int, clients: int, seconds: float) -> dict[
     return {"durability": durability, "batch": batch, "requests/s": n / elapsed,
             "events/s": n * batch / elapsed,
             "p50 ms": percentile(lat, 0.5) * 1000, "p99 ms": percentile(lat, 0.99) * 1000,
-            "server CPU s/s": cpu / elapsed, "server peak RSS MB": rss_kb / 1024}
+            "server CPU s/s": cpu / elapsed, "server peak RSS MB": rss_kb / 1024,
+            "server CPU us/event": cpu / (n * batch) * 1e6}
 
 
 def _peak_rss_kb(pid: int) -> int:
@@ -141,18 +144,29 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--durability", choices=["write", "fsync"], action="append",
+                    help="only this durability (repeatable; default both)")
+    ap.add_argument("--batched-only", action="store_true", help="skip the single-event case")
+    ap.add_argument("--build", action="append", type=Path, default=[],
+                    help="also run the server from this checkout (e.g. `git worktree add /tmp/old main`), "
+                    "alternating with this one, case by case (repeatable)")
+    ap.add_argument("--rounds", type=int, default=1, help="alternating rounds of every build")
     args = ap.parse_args()
     print(f"receiver benchmark: {args.clients} keep-alive clients, {args.seconds:g} s per case, "
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    head = (f"{'durability':<10} {'events/req':>10} {'req/s':>9} {'events/s':>10} {'p50 ms':>7} "
-            f"{'p99 ms':>7} {'srv CPU':>7} {'RSS MB':>6}")
+    builds: list[Path | None] = [None, *args.build]
+    head = (f"{'build':<14} {'durability':<10} {'events/req':>10} {'req/s':>9} {'events/s':>10} {'p50 ms':>7} "
+            f"{'p99 ms':>7} {'srv CPU':>7} {'us/event':>8} {'RSS MB':>6}")
     print(head)
-    for durability in ("write", "fsync"):
-        for batch in (1, args.batch):
-            r = run_case(durability, batch, args.clients, args.seconds)
-            print(f"{durability:<10} {batch:>10} {r['requests/s']:>9,.0f} {r['events/s']:>10,.0f} "
-                  f"{r['p50 ms']:>7.2f} {r['p99 ms']:>7.2f} {r['server CPU s/s']:>7.2f} "
-                  f"{r['server peak RSS MB']:>6.0f}", flush=True)
+    for _ in range(args.rounds):
+        for durability in args.durability or ("write", "fsync"):
+            for batch in (args.batch,) if args.batched_only else (1, args.batch):
+                for build in builds:
+                    r = run_case(durability, batch, args.clients, args.seconds, build)
+                    name = "this" if build is None else build.name
+                    print(f"{name:<14} {durability:<10} {batch:>10} {r['requests/s']:>9,.0f} {r['events/s']:>10,.0f} "
+                          f"{r['p50 ms']:>7.2f} {r['p99 ms']:>7.2f} {r['server CPU s/s']:>7.2f} "
+                          f"{r['server CPU us/event']:>8.2f} {r['server peak RSS MB']:>6.0f}", flush=True)
 
 
 if __name__ == "__main__":

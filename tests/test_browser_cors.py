@@ -35,8 +35,8 @@ POST_PATHS = ["/v1/analytics/events", "/v1/analytics/batch", "/v1/events", "/v1/
 
 def app_for(tmp: Path, origins: list[str]) -> Any:
     appender = Appender(tmp / "events.ndjson")
-    relay = Relay(appender, DeadLetter(tmp / "dead.ndjson"), RelaySettings.model_validate({"keys": [CLIENT_KEY]}),
-                  None, None, 5.0, 1 << 20, "metadata")
+    relay = Relay(DeadLetter(tmp / "dead.ndjson"), RelaySettings.model_validate({"keys": [CLIENT_KEY]}),
+                  None, None, 1 << 20, "metadata")
     return create_app(default_ready(appender), Intake(appender, ReceiverSettings(cors_origins=origins), relay=relay))
 
 

@@ -269,7 +269,7 @@ def test_shutting_down_or_dead_letter_unwritable_is_a_503_with_retry_after(tmp_p
 
     appender = Appender(tmp_path / "events.ndjson")
     (tmp_path / "dead").mkdir()  # the dead-letter file cannot be opened
-    relay = Relay(appender, DeadLetter(tmp_path / "dead"), RelaySettings(), SECRET, None, 5.0, 1 << 20, "metadata")
+    relay = Relay(DeadLetter(tmp_path / "dead"), RelaySettings(), SECRET, None, 1 << 20, "metadata")
     app = create_app(default_ready(appender), Intake(appender, ReceiverSettings(), relay=relay))
     data, headers = body([custom(1), {"eventName": ""}])
 

@@ -15,7 +15,6 @@ from operator import itemgetter
 from typing import Any, Literal
 
 import msgspec
-import orjson
 from msgspec import Raw
 
 from ..model import StatsigEvent
@@ -691,19 +690,3 @@ def _light(ev: Any, raw: Raw | bytes, sdk: bool, oversize: OversizeFields) -> li
 def encode_line(event: StatsigEvent) -> bytes:
     """One event as a line in Statsig's shape (no newline): decode_line gives the same event back."""
     return _ENCODE(event)
-
-
-def to_statsig(obj: dict[str, Any], unknown_fields: UnknownFields = "metadata",
-               oversize_fields: OversizeFields = "send", line_bytes: int | None = None) -> dict[str, Any]:
-    """Compatibility for the receiver until it decodes whole bodies (`decode_events`): one decoded
-    object -> its Statsig event as a dict; InvalidEvent (DroppedByStatsig) with the reason."""
-    try:
-        line = orjson.dumps(obj)
-    except orjson.JSONEncodeError:
-        raise InvalidEvent(too_deep()) from None
-    try:
-        return judge_line(line, unknown_fields, oversize_fields).event.as_dict()
-    except StatsigRuleError as e:
-        raise DroppedByStatsig(str(e).removeprefix("invalid event: "), e.over) from None
-    except LineError as e:
-        raise InvalidEvent(str(e).removeprefix("invalid event: ")) from None

@@ -10,37 +10,22 @@ JSON (400), event count (413), model (422), append (503).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..decode.codec import json_type, to_statsig
-from ..decode.event import InvalidEvent, OversizeFields, UnknownFields, event_schema
+from ..decode.event import event_schema
 from ..logs import LAST_PROBLEM
-from ..settings import ReceiverSettings
-from .appender import Appender, AppendError
+from .appender import Appender
+from .bodies import Shape, seed_events
 from .cors import Cors
+from .intake import Decoded, Intake, Post
 from .relay import PATHS as RELAY_PATHS
-from .relay import Relay
-from .wire import (
-    RECEIVER_EVENTS,
-    ApiError,
-    bearer,
-    check_bearer,
-    content_encoding,
-    decompress,
-    error_response,
-    json_response,
-    loads,
-    read_body,
-)
+from .wire import ApiError, bearer, check_bearer, content_encoding, error_response, json_response
 
 Ready = Callable[[], tuple[bool, list[str]]]
 
@@ -51,19 +36,6 @@ _PATHS = frozenset((EVENTS_PATH, BATCH_PATH, NDJSON_PATH, *RELAY_PATHS, "/health
 
 REQUESTS = Counter("statsig_forwarder_receiver_requests", "HTTP requests answered, by path and status code.",
                    ["path", "code"])
-APPEND_FAILURES = Counter("statsig_forwarder_receiver_append_failures", "Requests answered 503: the append failed.")
-
-
-@dataclass
-class Intake:
-    """What the event endpoints need: where to append and the limits to enforce."""
-
-    appender: Appender
-    options: ReceiverSettings
-    max_line_bytes: int = 1024 * 1024
-    unknown_fields: UnknownFields = "metadata"
-    oversize_fields: OversizeFields = "send"
-    relay: Relay | None = None  # the Statsig SDK endpoints (relay.enabled)
 
 
 class _CountRequests:
@@ -91,7 +63,7 @@ class _CountRequests:
             REQUESTS.labels(path, str(status)).inc()
 
 
-_EVENT_SCHEMA = event_schema()
+_EVENT_SCHEMA = event_schema()  # from the Structs that decide (msgspec.json.schema)
 _OK_SCHEMA = {"type": "object", "properties": {"success": {"type": "boolean"}, "message": {"type": "string"},
                                                 "accepted": {"type": "integer"}}}
 _ERROR_SCHEMA = {"type": "object", "properties": {
@@ -165,137 +137,67 @@ def create_app(ready: Ready, intake: Intake | None = None) -> FastAPI:
 
 
 def _add_intake(app: FastAPI, intake: Intake) -> None:
-    handle = _Handler(intake)
+    one, array, ndjson = (SeedDoor(intake, shape) for shape in ("one", "array", "ndjson"))
 
     @app.post(EVENTS_PATH, summary="Append one event", openapi_extra=_doc("application/json", _EVENT_SCHEMA))
     async def post_event(request: Request) -> Response:
-        return await handle(request, _parse_one)
+        return await intake.take(request, one)
 
     @app.post(BATCH_PATH, summary="Append a JSON array of events (all or nothing)",
               openapi_extra=_doc("application/json", {"type": "array", "items": _EVENT_SCHEMA}))
     async def post_batch(request: Request) -> Response:
-        return await handle(request, _parse_array)
+        return await intake.take(request, array)
 
     @app.post(NDJSON_PATH, summary="Append NDJSON events, one per line (all or nothing)",
               openapi_extra=_doc("application/x-ndjson", {"type": "string"}))
     async def post_ndjson(request: Request) -> Response:
-        return await handle(request, _parse_ndjson)
+        return await intake.take(request, ndjson)
 
     relay = intake.relay
     if relay is not None:
         async def post_sdk_events(request: Request) -> Response:
-            return await relay(request)
+            return await intake.take(request, relay)
 
         for path in RELAY_PATHS:
             app.add_api_route(path, post_sdk_events, methods=["POST"], include_in_schema=False)
 
 
-Parser = Callable[[bytes], list[Any]]
+class SeedDoor:
+    """The seed endpoints' door to the intake path: bearer token, all or nothing, 200 with a count."""
 
+    limit_name = "max_body_bytes"
 
-class _Handler:
-    """The steps every event endpoint shares."""
-
-    def __init__(self, intake: Intake) -> None:
+    def __init__(self, intake: Intake, shape: Shape) -> None:
         self.intake = intake
-        self.appender = intake.appender
+        self.shape = shape
         opts = intake.options
         self.token = bearer(opts.secret_token)
         self.max_body = opts.max_body_bytes
-        self.max_events = opts.max_batch_events
-        self.read_timeout = opts.read_timeout
 
-    async def __call__(self, request: Request, parse: Parser) -> Response:
-        try:
-            check_bearer(request, self.token)
-            body = await self._body(request)
-            objs = parse(body)
-            data = self._lines(objs)
-            try:
-                await self.appender.append(data)
-            except AppendError as e:
-                APPEND_FAILURES.inc()
-                raise ApiError(503, str(e), headers={"Retry-After": "1"}) from None
-        except ApiError as e:
-            return error_response(e)
-        RECEIVER_EVENTS.inc(len(objs))
-        n = len(objs)
+    def admit(self, post: Post) -> None:
+        check_bearer(post.request, self.token)
+        post.encoding = content_encoding(post.request)
+
+    def decode(self, body: bytes) -> Decoded:
+        i = self.intake
+        return seed_events(body, self.shape, i.options.max_batch_events, i.max_line_bytes, i.unknown_fields,
+                           i.oversize_fields)
+
+    async def settle(self, decoded: Decoded, post: Post) -> None:
+        errors = decoded.invalid
+        if errors:
+            shown = "; ".join(f"[{e.index}] {e.reason}" for e in errors[:3])
+            more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+            raise ApiError(422, f"{len(errors)} invalid event(s), nothing appended: {shown}{more}",
+                           [{"index": e.index, "message": e.reason} for e in errors])
+
+    def accepted(self, decoded: Decoded, post: Post) -> Response:
+        n = decoded.lines
         return json_response(200, {"success": True, "message": f"{n} event{'s' if n != 1 else ''} accepted",
                                    "accepted": n})
 
-    async def _body(self, request: Request) -> bytes:
-        encoding = content_encoding(request)
-        body = await read_body(request, self.max_body, self.read_timeout)
-        return decompress(body, encoding, self.max_body)
-
-    def _lines(self, objs: list[Any]) -> bytes:
-        """Validate every event (all or nothing) and render the NDJSON to append."""
-        if not objs:
-            raise ApiError(422, "no events in the request")
-        if len(objs) > self.max_events:
-            raise ApiError(413, f"{len(objs)} events is over max_batch_events ({self.max_events})")
-        now = int(time.time() * 1000)
-        errors: list[dict[str, Any]] = []
-        lines = []
-        unknown = self.intake.unknown_fields
-        max_line = self.intake.max_line_bytes
-        for i, obj in enumerate(objs):
-            if type(obj) is not dict:
-                errors.append({"index": i, "message": f"not a JSON object: got {json_type(obj)}"})
-                continue
-            if obj.get("time") is None:
-                obj["time"] = now  # as the model would: a missing time is the receive time
-            # The line first: its length lets short events skip measuring their object fields
-            # (most of the validation's cost at this endpoint otherwise).
-            try:
-                line: bytes | None = orjson.dumps(obj)
-            except orjson.JSONEncodeError:
-                line = None
-            try:
-                to_statsig(obj, unknown, self.intake.oversize_fields, None if line is None else len(line))
-            except InvalidEvent as e:
-                errors.append({"index": i, "message": str(e)})
-                continue
-            if line is None:
-                line = orjson.dumps(obj)
-            if len(line) > max_line:
-                errors.append({"index": i, "message": f"event is {len(line)} bytes as a line, over "
-                               f"max_line_bytes ({max_line})"})
-                continue
-            lines.append(line)
-        if errors:
-            shown = "; ".join(f"[{e['index']}] {e['message']}" for e in errors[:3])
-            more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-            raise ApiError(422, f"{len(errors)} invalid event(s), nothing appended: {shown}{more}", errors)
-        lines.append(b"")
-        return b"\n".join(lines)
-
-
-def _parse_one(body: bytes) -> list[Any]:
-    return [loads(body)]
-
-
-def _parse_array(body: bytes) -> list[Any]:
-    doc = loads(body)
-    if type(doc) is not list:
-        raise ApiError(422, f"expected a JSON array of events, got {json_type(doc)}")
-    return doc
-
-
-def _parse_ndjson(body: bytes) -> list[Any]:
-    objs = []
-    errors = []
-    for i, line in enumerate(body.split(b"\n")):
-        if not line.strip():
-            continue
-        try:
-            objs.append(orjson.loads(line))
-        except orjson.JSONDecodeError as e:
-            errors.append({"index": i, "message": f"invalid JSON: {e}"})
-    if errors:
-        raise ApiError(400, f"{len(errors)} line(s) are not valid JSON, nothing appended "
-                       f"(first: line index {errors[0]['index']})", errors)
-    return objs
+    def refused(self, error: ApiError, post: Post) -> Response:
+        return error_response(error)
 
 
 def default_ready(appender: Appender | None, pipeline: Ready | None = None) -> Ready:

@@ -26,8 +26,9 @@ from uvicorn.server import ServerState
 from ..errors import ServeError
 from ..settings import Settings, parse_listen
 from ..state.deadletter import DeadLetter
-from .api import Intake, Ready, create_app, default_ready
+from .api import Ready, create_app, default_ready
 from .appender import Appender
+from .intake import Intake
 from .relay import Relay
 
 log = logging.getLogger(__name__)
@@ -199,8 +200,8 @@ def build_receiver(settings: Settings, ready: Ready | None = None) -> tuple[Http
     if settings.relay.enabled:
         assert settings.dead_letter_path is not None  # derived by Settings
         deadletter = DeadLetter(settings.dead_letter_path)
-        relay = Relay(appender, deadletter, settings.relay, settings.secret_key, r.secret_token, r.read_timeout,
-                      settings.max_line_bytes, settings.unknown_fields, settings.oversize_fields)
+        relay = Relay(deadletter, settings.relay, settings.secret_key, r.secret_token, settings.max_line_bytes,
+                      settings.unknown_fields, settings.oversize_fields, fsync=appender.fsync)
         closers.append(deadletter.close)
         log.info(relay.status.describe())
     intake = Intake(appender, r, settings.max_line_bytes, settings.unknown_fields, settings.oversize_fields, relay)

@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import hmac
 import io
-import zlib
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import zstandard
 from fastapi import Request, Response
+from isal import isal_zlib
 from prometheus_client import Counter
 
 ENCODINGS = ("identity", "gzip", "zstd")
+_INFLATE_ERROR = cast(type[Exception], isal_zlib.error)  # its stub declares an instance
 RECEIVER_EVENTS = Counter("statsig_forwarder_receiver_events", "Events accepted and appended to the receiver log.")
 
 
@@ -96,18 +97,19 @@ def decompress(body: bytes, encoding: str, limit: int, name: str = "max_body_byt
 
 
 def _gunzip(body: bytes, limit: int, name: str) -> bytes:
+    # isal's inflate: the same gzip, 4-8x less CPU than zlib's for an SDK's 2,000-event body.
     out = bytearray()
     data = body
     try:
         while data:
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            d = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
             out += d.decompress(data, limit + 1 - len(out))
             if len(out) > limit or d.unconsumed_tail:
                 raise ApiError(413, f"body is over {name} ({limit}) once gunzipped")
             if not d.eof:
                 raise ApiError(400, "invalid gzip body: truncated")
             data = d.unused_data
-    except zlib.error as e:
+    except _INFLATE_ERROR as e:
         raise ApiError(400, f"invalid gzip body: {e}") from None
     return bytes(out)
 
@@ -135,11 +137,3 @@ def _unzstd(body: bytes, limit: int, name: str) -> bytes:
     except zstandard.ZstdError as e:
         raise ApiError(400, f"invalid zstd body: {e}") from None
     return bytes(out)
-
-
-def loads(data: bytes) -> Any:
-    """Parsed JSON, or 400."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as e:
-        raise ApiError(400, f"invalid JSON: {e}") from None
