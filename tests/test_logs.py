@@ -142,7 +142,8 @@ LEVELS = {"warning", "error", "exception", "critical"}
 # Warnings whose first clause is computed, each from a fixed set of values: (file, code shape).
 COMPUTED = {
     ("forwarder/app.py", "this command serves no {metrics endpoint | receiver}"),
-    ("forwarder/commands/check.py", "Statsig check failed (CheckResult.describe)"),
+    ("forwarder/startup.py", "Statsig check failed (CheckResult.describe)"),
+    ("forwarder/state/writer.py", "cannot write checkpoint (the `what` its callers pass)"),
 }
 
 

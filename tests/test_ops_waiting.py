@@ -29,7 +29,9 @@ def test_missing_log_directory_is_waited_for_and_picked_up(
     append(logs / "events.ndjson", b"".join(event_line(i) for i in range(3, 6)))
     assert fake.wait_for(6, timeout=15)
     cli.wait_log("paths appeared, following them")
-    assert http.ready() == (200, {"ready": True, "reasons": []})
+    status, body = http.ready()
+    assert (status, body["ready"], body["reasons"]) == (200, True, [])
+    assert body["last_problem"]["reason"] == "waiting_for_paths_to_appear"  # the last warning, kept for status
     assert cli.stop() == 0
     assert sorted(seqs(fake)) == list(range(6))
     assert sum("waiting for paths to appear" in r.get("msg", "") for r in cli.logs()) == 1
