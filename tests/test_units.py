@@ -254,3 +254,38 @@ def test_one_call_chunk_batches_like_line_by_line(tmp_path: Path, batch_size: in
         shipped.append([(",".join(orjson.dumps(e.as_dict()).decode() for e in b.events), b.positions, b.nbytes)
                         for b in [*got, rest]])
     assert shipped[0] == shipped[1]
+
+
+@pytest.mark.parametrize("one_call", [True, False])
+@pytest.mark.parametrize(("per_chunk", "batch_size"), [(25, 50), (25, 75), (3, 3), (10, 4)])
+def test_a_batch_position_never_passes_a_line_whose_event_is_in_a_later_batch(
+        tmp_path: Path, one_call: bool, per_chunk: int, batch_size: int) -> None:
+    """Chunks arriving one by one (one write each): every shipped batch's position covers only
+    lines whose events are in it or an earlier batch, also when a chunk fills a batch exactly (a
+    batch left full and open once took the next chunk's position without its events, and a kill -9
+    after its acknowledgement lost that chunk)."""
+    batches: queue.Queue[Batch | None] = queue.Queue()
+    reader = Reader(_NoSource(), Batcher(batch_size, 10**6, 3600), batches,  # type: ignore[arg-type]
+                    DeadLetter(tmp_path / "dead.ndjson"), Stats(), threading.Event(), 0.1, 10**6, "metadata")
+    if not one_call:
+        reader.decoder.decode = lambda *a, **k: None  # type: ignore[method-assign]
+    ends: list[int] = []  # the end offset of line i
+    offset = 0
+    for c in range(8):
+        lines = [orjson.dumps({"event_name": f"e{c * per_chunk + i}", "time": 1}) + b"\n" for i in range(per_chunk)]
+        data = b"".join(lines)
+        start = offset
+        for line in lines:
+            offset += len(line)
+            ends.append(offset)
+        reader._chunk(Chunk("key", "p", start, data))
+    shipped = [b for _ in range(batches.qsize()) if (b := batches.get_nowait()) is not None]
+    rest = reader.batcher.take()
+    shipped += [rest] if rest is not None else []
+    sent: set[int] = set()
+    for b in shipped:
+        sent.update(int(e.eventName[1:]) for e in b.events)
+        if "key" in b.positions:
+            passed = {i for i, end in enumerate(ends) if end <= b.positions["key"]}
+            assert passed <= sent, f"batch {b.seq} passes lines {sorted(passed - sent)[:5]} not sent yet"
+    assert sent == set(range(8 * per_chunk)) and shipped[-1].positions["key"] == offset

@@ -195,7 +195,10 @@ class Reader:
         n = len(events)
         # The whole chunk is read: counted before any ship, which may wait long on back-pressure.
         self._count(lines, n, n_skipped, n_removed)
-        if n <= room_n and len(data) - lines < room_b:  # line bytes, without newlines
+        # Strictly less: a chunk that fills the batch exactly takes the loop, which ships the
+        # batch with this chunk's position. (Left open and full, the next chunk's position
+        # would be marked on it without its events: a crash after its acknowledgement lost them.)
+        if n < room_n and len(data) - lines < room_b:  # line bytes, without newlines
             batcher.extend(events, len(data) - lines)
         else:
             if ends is None:
@@ -205,6 +208,9 @@ class Reader:
             first_at = 0
             while first < n:
                 room_n, room_b = batcher.room()
+                if room_n <= 0 or room_b <= 0:  # full already: it goes as it is, marked as it is
+                    self._ship(batcher.take())
+                    continue
                 last = min(n, first + room_n)
                 if ends[last - 1] - first_at - (last - first) >= room_b:
                     last = first + 1

@@ -104,7 +104,11 @@ def test_kill9_loop_loses_nothing_and_resends_at_most_the_window(
     cli = spawn("run", *args)
     runs.append(cli)
     assert wait_until(lambda: fake.event_count >= total and set(seqs(fake)) >= set(range(total)), timeout=180), (
-        f"missing: {sorted(set(range(total)) - set(seqs(fake)))[:20]} (seed {seed})")
+        f"missing: {sorted(set(range(total)) - set(seqs(fake)))[:20]} (seed {seed}); fake got {fake.event_count} "
+        f"of {total} ({len(set(range(total)) - set(seqs(fake)))} missing; without a seq: "
+        f"{[e for e in fake.events if not isinstance(e.get('metadata'), dict) or 'seq' not in e['metadata']][:2]}) "
+        f"in {len(fake.requests)} requests {collections.Counter(r.status for r in fake.requests)}; "
+        f"last run said: {[r.get('msg') for r in cli.logs()][-15:]}")
     assert cli.stop() == 0
 
     counts = collections.Counter(seqs(fake))
