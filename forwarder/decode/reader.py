@@ -156,7 +156,6 @@ class Reader:
         base = chunk.start
         data = chunk.data
         select = self.select
-        plans = ruleset.plans if ruleset is not None else {}
         key_prefix = key + ":" if key is not None else None
         kept: list[StatsigEvent] = []
         kept_ends: list[int] = []
@@ -168,15 +167,11 @@ class Reader:
             if select is not None and not select(event, i not in untimed):
                 n_skipped += 1
                 continue
-            if ruleset is not None:
-                try:
-                    plan = plans[event.eventName]  # None for names no rule touches
-                except KeyError:
-                    plan = ruleset.plan(event.eventName)
-                if plan is not None and plan(event, key_prefix, base + line_start,
-                                             b"" if key_prefix is not None else data[line_start:end].rstrip(b"\n")):
-                    n_removed += 1
-                    continue
+            if ruleset is not None and ruleset.removes(
+                    event, key_prefix, base + line_start,
+                    b"" if key_prefix is not None else data[line_start:end].rstrip(b"\n")):
+                n_removed += 1
+                continue
             kept.append(event)
             kept_ends.append(end)
         if ruleset is not None:
@@ -240,7 +235,6 @@ class Reader:
         id_field = self.event_id_field
         id_prefix = key + ":" if key is not None and id_field else None
         ruleset = self.rules.current if self.rules is not None else None  # swapped between chunks only
-        plans = ruleset.plans if ruleset is not None else {}
         key_prefix = key + ":" if key is not None else None
         unknown, oversize = self.unknown_fields, self.oversize_fields
         room_n, room_b = batcher.room()
@@ -277,14 +271,9 @@ class Reader:
             if select is not None and not select(event, decoded.timed):
                 n_skipped += 1
                 continue
-            if ruleset is not None:
-                try:
-                    plan = plans[event.eventName]  # None for names no rule touches
-                except KeyError:
-                    plan = ruleset.plan(event.eventName)
-                if plan is not None and plan(event, key_prefix, start, line):
-                    n_removed += 1
-                    continue
+            if ruleset is not None and ruleset.removes(event, key_prefix, start, line):
+                n_removed += 1
+                continue
             if id_prefix is not None:
                 set_metadata(event, id_field, id_prefix + str(start))
             pending.append(event)

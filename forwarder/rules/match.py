@@ -177,16 +177,21 @@ class RuleSet:
             self.plans[name] = plan
         return plan
 
-    def decide(self, event: StatsigEvent, ident: str | bytes) -> bool:
-        """Remove this event? `ident`: its stable id, or its line (the reader inlines this lookup)."""
+    def removes(self, event: StatsigEvent, prefix: str | None, start: int, line: bytes) -> bool:
+        """Remove this event? (`prefix` + `start`: its stable id; else its `line` decides sampling.)"""
         name = event.eventName
-        plan = self.plans[name] if name in self.plans else self.plan(name)
-        if plan is None:
-            return False
+        try:
+            plan = self.plans[name]  # None for names no rule touches
+        except KeyError:
+            plan = self.plan(name)
+        return plan is not None and plan(event, prefix, start, line)
+
+    def decide(self, event: StatsigEvent, ident: str | bytes) -> bool:
+        """Remove this event? `ident`: its stable id, or its line."""
         if isinstance(ident, bytes):
-            return plan(event, None, 0, ident)
+            return self.removes(event, None, 0, ident)
         prefix, _, start = ident.rpartition(":")
-        return plan(event, prefix + ":", int(start), b"")
+        return self.removes(event, prefix + ":", int(start), b"")
 
     def flush(self, stats: Stats) -> None:
         """Move the per-rule counts into `stats`."""
